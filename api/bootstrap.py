@@ -1,0 +1,101 @@
+"""Setting up a data directory: keys, database schema and (with ``--demo``) demo data.
+
+Used by ``unionledger init``, ``unionledger keys init`` and ``unionledger serve --demo``. Every
+step is safe to run again: what exists is kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import keys
+from api.settings import DEMO_MARKER, Settings, warn
+from ledger.db import make_engine
+from ledger.schema import init_schema
+
+# Where the team's shared reference data lives, relative to the repository (../shared/data).
+_REPO = Path(__file__).resolve().parent.parent
+NATIONAL_UNION_CODE = "100000"  # 中华全国总工会, the root of the union tree
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("UNIONLEDGER_SHARED_DATA", _REPO.parent / "shared" / "data"))
+
+
+@dataclass(frozen=True)
+class Province:
+    code: str
+    name_zh: str
+    name_en: str
+    federation_zh: str
+
+
+def load_provinces(path: Path | None = None) -> list[Province]:
+    """The 31 provincial federations from ``provinces.csv`` (GB/T 2260 codes).
+
+    Raises:
+        FileNotFoundError: the reference data is not there.
+    """
+    source = path or shared_data_dir() / "provinces.csv"
+    with source.open(encoding="utf-8", newline="") as f:
+        return [
+            Province(row["code"], row["name_zh"], row["name_en"], row["federation_zh"])
+            for row in csv.DictReader(f)
+        ]
+
+
+def initial_keyring(now: datetime, issuer_scopes: tuple[str, ...] = ()) -> keys.Keyring:
+    """A new keyring: one root, log and api key, and an issuer key per scope."""
+    ring = keys.Keyring()
+    for role in (keys.Role.ROOT, keys.Role.LOG, keys.Role.API):
+        ring, _ = ring.rotate(role, now)
+    for scope in issuer_scopes:
+        ring, _ = ring.rotate(keys.Role.ISSUER, now, scope=scope)
+    return ring
+
+
+def init_keys(
+    settings: Settings, now: datetime, *, kdf: keys.KdfParams | None = None
+) -> keys.Keyring:
+    """Create the keyring of ``settings.data_dir`` unless it exists; return it unlocked.
+
+    Raises:
+        keys.WrongPassphrase: it exists and the passphrase does not open it.
+        api.settings.ConfigError: no usable passphrase.
+    """
+    store = keys.KeyStore(settings.data_dir)
+    passphrase = settings.passphrase()
+    if settings.demo:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (settings.data_dir / DEMO_MARKER).write_text(
+            "Made by --demo: its keys use the published development passphrase.\n"
+        )
+    if store.exists():
+        return store.load(passphrase)
+    scopes: tuple[str, ...] = (NATIONAL_UNION_CODE,)
+    if settings.demo:
+        try:
+            scopes += tuple(p.code for p in load_provinces())
+        except FileNotFoundError:
+            warn(f"demo: no reference data at {shared_data_dir()}; national issuer key only")
+    ring = initial_keyring(now, scopes)
+    store.create(ring, passphrase, kdf=kdf)
+    return ring
+
+
+def init_data_dir(
+    settings: Settings, now: datetime, *, kdf: keys.KdfParams | None = None
+) -> keys.Keyring:
+    """Create the data directory, its keys and its database schema (idempotent)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ring = init_keys(settings, now, kdf=kdf)
+    engine = make_engine(settings.database_url)
+    try:
+        init_schema(engine)
+    finally:
+        engine.dispose()
+    return ring

@@ -1,0 +1,316 @@
+"""The ``unionledger`` command line.
+
+Exit codes scripts can rely on (also in README.md and docs/keys.md):
+0 success; 1 a checked failure (e.g. unknown key id); 2 usage error; 3 wrong passphrase;
+4 key file missing or damaged; 5 unusable settings. Errors print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import keys
+from api.settings import ConfigError, Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PASSPHRASE, EXIT_KEYFILE, EXIT_CONFIG = range(6)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(
+        data_dir=args.data_dir,
+        demo=getattr(args, "demo", False),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
+def _out(text: str, path: str | None) -> None:
+    if path:
+        Path(path).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    else:
+        print(text)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415  (only this command needs the server)
+
+    from api.app import create_app  # noqa: PLC0415
+    from api.bootstrap import init_data_dir  # noqa: PLC0415
+
+    settings = _settings(args)
+    if settings.demo:
+        init_data_dir(settings, keys.utc_now())
+    app = create_app(settings)
+    print(f"UnionLedger serving on http://{settings.host}:{settings.port}", flush=True)
+    print(f"  data directory: {settings.data_dir}", flush=True)
+    print(f"  database:       {app.state.services.engine.url.render_as_string()}", flush=True)
+    print(f"  API docs:       http://{settings.host}:{settings.port}/docs", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from api.bootstrap import init_data_dir  # noqa: PLC0415
+
+    settings = _settings(args)
+    ring = init_data_dir(settings, keys.utc_now())
+    print(f"initialised {settings.data_dir} ({len(ring)} keys)")
+    return EXIT_OK
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from api.bootstrap import init_keys  # noqa: PLC0415
+
+    settings = _settings(args)
+    store = keys.KeyStore(settings.data_dir)
+    if store.exists():
+        raise keys.KeyringExists(f"a keyring already exists at {store.path}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ring = init_keys(settings, keys.utc_now())
+    print(f"created {store.path} with {len(ring)} keys")
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    ring = keys.KeyStore(_settings(args).data_dir).load_public()
+    now = keys.utc_now()
+    rows = sorted(ring, key=lambda r: (r.role.value, r.scope or "", r.not_before))
+    if args.json:
+        print(json.dumps([{**r.to_dict(), "status": r.status_at(now)} for r in rows], indent=2))
+        return EXIT_OK
+    print(f"{'KID':<44} {'ROLE':<8} {'SCOPE':<10} {'STATUS':<8} NOT BEFORE -> NOT AFTER")
+    for r in rows:
+        until = keys.format_rfc3339(r.not_after) if r.not_after else "-"
+        print(
+            f"{r.kid:<44} {r.role.value:<8} {r.scope or '-':<10} {r.status_at(now):<8} "
+            f"{keys.format_rfc3339(r.not_before)} -> {until}"
+        )
+    return EXIT_OK
+
+
+def _update(
+    args: argparse.Namespace, change: Callable[[keys.Keyring], keys.Keyring]
+) -> keys.Keyring:
+    """Load, change and save the keyring under its lock; the saved keyring."""
+    settings = _settings(args)
+    store = keys.KeyStore(settings.data_dir)
+    passphrase = settings.passphrase()
+    with store.locked():
+        ring = change(store.load(passphrase))
+        store.save(ring, passphrase)
+    return ring
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    role = keys.Role(args.role)
+    lead = None if args.lead_days is None else timedelta(days=args.lead_days)
+    created: list[keys.KeyRecord] = []
+
+    def change(ring: keys.Keyring) -> keys.Keyring:
+        ring, record = ring.rotate(role, keys.utc_now(), scope=args.scope, lead_time=lead)
+        created.append(record)
+        return ring
+
+    _update(args, change)
+    record = created[0]
+    print(f"{record.kid} {role.value} valid from {keys.format_rfc3339(record.not_before)}")
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    at = keys.parse_rfc3339(args.at) if args.at else keys.utc_now()
+    record = _update(args, lambda ring: ring.revoke(args.kid, at, args.reason)).record(args.kid)
+    assert record.revoked_at is not None
+    note = "" if record.revoked_at == at else " (an earlier revocation stands)"
+    print(f"{args.kid} revoked from {keys.format_rfc3339(record.revoked_at)}{note}")
+    return EXIT_OK
+
+
+def cmd_keys_register(args: argparse.Namespace) -> int:
+    doc = json.loads(Path(args.jwk).read_text(encoding="utf-8"))
+    public = keys.PublicKey.from_jwk(doc)
+    role = keys.Role(args.role)
+    at = keys.parse_rfc3339(args.not_before) if args.not_before else keys.utc_now()
+    ring = _update(args, lambda ring: ring.register(role, public, at, scope=args.scope)[0])
+    record = ring.record(public.key_id)
+    print(f"{record.kid} {role.value} {record.scope} valid from {keys.format_rfc3339(at)}")
+    return EXIT_OK
+
+
+def cmd_keys_export_public(args: argparse.Namespace) -> int:
+    from keys.trustlist import record_to_jwk  # noqa: PLC0415
+
+    ring = keys.KeyStore(_settings(args).data_dir).load_public()
+    doc = {"keys": [record_to_jwk(r) for r in sorted(ring, key=lambda r: r.kid)]}
+    _out(json.dumps(doc, indent=2), args.out)
+    return EXIT_OK
+
+
+def cmd_keys_trust_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ring = keys.KeyStore(settings.data_dir).load(settings.passphrase())
+    token = keys.sign_trust_list(ring, keys.utc_now(), ttl=timedelta(days=args.ttl_days))
+    _out(token, args.out)
+    return EXIT_OK
+
+
+def cmd_keys_verify_trust_list(args: argparse.Namespace) -> int:
+    token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    root_doc = json.loads(Path(args.root).read_text(encoding="utf-8"))
+    jwks = root_doc.get("keys", [root_doc])
+    roots = [keys.PublicKey.from_jwk(k) for k in jwks if k.get("role", "root") == "root"]
+    verified = keys.verify_trust_list(token, roots, keys.utc_now())
+    print(
+        f"valid: signed by {verified.signed_by}, {len(verified.keyring)} keys, "
+        f"expires {keys.format_rfc3339(verified.expires_at)}"
+    )
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", help="the data directory (default: $UNIONLEDGER_DATA_DIR)", default=None
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from api.app import package_version  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="unionledger",
+        description="UnionLedger: union membership credentials and benefit redemption on a "
+        "verifiable ledger.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API")
+    _data_dir(serve)
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="initialise the data directory with demo keys and data if needed "
+        "(development passphrase allowed)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    init = sub.add_parser("init", help="create a data directory: keys and database")
+    _data_dir(init)
+    init.add_argument("--demo", action="store_true", help="a demo directory (see serve --demo)")
+    init.set_defaults(func=cmd_init)
+
+    _add_keys_commands(sub.add_parser("keys", help="manage Ed25519 keys and the trust list"))
+    return parser
+
+
+def _add_keys_commands(keys_cmd: argparse.ArgumentParser) -> None:
+    ksub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    k = ksub.add_parser("init", help="create the keyring (root, log, api and issuer keys)")
+    _data_dir(k)
+    k.add_argument("--demo", action="store_true", help="allow the development passphrase")
+    k.set_defaults(func=cmd_keys_init)
+
+    k = ksub.add_parser("list", help="list keys with their roles and validity")
+    _data_dir(k)
+    k.add_argument("--json", action="store_true", help="machine-readable output")
+    k.set_defaults(func=cmd_keys_list)
+
+    k = ksub.add_parser("rotate", help="create the next key of a role, published ahead of use")
+    _data_dir(k)
+    k.add_argument("role", choices=[r.value for r in keys.Role], metavar="ROLE")
+    k.add_argument("--scope", help="union code (issuer) or station id (station)")
+    k.add_argument(
+        "--lead-days",
+        type=float,
+        default=None,
+        help="days before the new key may sign (default: issuer/root 30, log 7, others 0)",
+    )
+    k.set_defaults(func=cmd_keys_rotate)
+
+    k = ksub.add_parser(
+        "revoke",
+        help="revoke a key (compromise) from a time on",
+        epilog="A key id may start with '-': write `unionledger keys revoke -- KID` then.",
+    )
+    _data_dir(k)
+    k.add_argument("kid", metavar="KID")
+    k.add_argument("--at", help="RFC 3339 time the revocation takes effect (default: now)")
+    k.add_argument("--reason", help="why (kept in the keyring)")
+    k.set_defaults(func=cmd_keys_revoke)
+
+    k = ksub.add_parser(
+        "register", help="register a public key made elsewhere (a station device's key)"
+    )
+    _data_dir(k)
+    k.add_argument("role", choices=[keys.Role.STATION.value], metavar="ROLE")
+    k.add_argument("--scope", required=True, help="the station id")
+    k.add_argument("--jwk", required=True, help="file with the device's Ed25519 public JWK")
+    k.add_argument("--not-before", help="RFC 3339 time the key may start signing (default: now)")
+    k.set_defaults(func=cmd_keys_register)
+
+    k = ksub.add_parser("export-public", help="print every public key as a JWKS")
+    _data_dir(k)
+    k.add_argument("--out", help="write to this file instead of stdout")
+    k.set_defaults(func=cmd_keys_export_public)
+
+    k = ksub.add_parser("trust-list", help="print a trust list signed by the root key")
+    _data_dir(k)
+    k.add_argument("--ttl-days", type=float, default=7.0, help="validity (default 7 days)")
+    k.add_argument("--out", help="write to this file instead of stdout")
+    k.set_defaults(func=cmd_keys_trust_list)
+
+    k = ksub.add_parser(
+        "verify-trust-list", help="verify a trust list against a pinned root public key"
+    )
+    k.add_argument("token_file", metavar="TRUST_LIST_FILE")
+    k.add_argument("--root", required=True, help="the root public key: a JWK or JWKS file")
+    k.set_defaults(func=cmd_keys_verify_trust_list)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except keys.WrongPassphrase as e:
+        return _fail(EXIT_PASSPHRASE, f"wrong passphrase: {e}")
+    except (keys.CorruptKeyFile, keys.KeyringMissing) as e:
+        return _fail(EXIT_KEYFILE, str(e))
+    except ConfigError as e:
+        return _fail(EXIT_CONFIG, f"configuration: {e}")
+    except keys.KeysError as e:
+        return _fail(EXIT_FAILED, e.diagnostics())
+    except BrokenPipeError:  # e.g. `unionledger keys list | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the exit flush quiet)
+        return EXIT_OK
+    except (OSError, ValueError) as e:
+        return _fail(EXIT_FAILED, f"{type(e).__name__}: {e}")
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted")
+    return code
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"unionledger: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Settings from the command line and ``UNIONLEDGER_*`` environment variables.
+
+``UNIONLEDGER_DATA_DIR``, ``UNIONLEDGER_DATABASE_URL`` (default: SQLite in the data directory),
+``UNIONLEDGER_KEY_PASSPHRASE``. Demo mode may fall back to a published development passphrase,
+loudly; production mode refuses to start with it, with none, or with a short one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "UNIONLEDGER_"
+# Published on purpose: demo data only; production refuses it.
+DEV_PASSPHRASE = "unionledger-demo-passphrase-do-not-use-in-production"  # noqa: S105
+MIN_PASSPHRASE_LENGTH = 12
+DEMO_MARKER = "DEMO"  # a file in a data directory made by --demo; its keys use DEV_PASSPHRASE
+
+
+class ConfigError(Exception):
+    """The settings are unusable (missing or default secret in production, bad value)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to start. Build with :meth:`load`."""
+
+    data_dir: Path
+    database_url: str
+    key_passphrase: str | None = field(default=None, repr=False)
+    demo: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        data_dir: str | Path | None = None,
+        demo: bool = False,
+        host: str | None = None,
+        port: int | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Command-line values win over ``UNIONLEDGER_*`` variables, which win over defaults.
+
+        Raises:
+            ConfigError: no data directory given anywhere, or a malformed value.
+        """
+        env = os.environ if environ is None else environ
+        chosen = data_dir or env.get(ENV_PREFIX + "DATA_DIR")
+        if not chosen:
+            raise ConfigError("no data directory: pass --data-dir or set UNIONLEDGER_DATA_DIR")
+        folder = Path(chosen).expanduser().resolve()
+        url = env.get(ENV_PREFIX + "DATABASE_URL") or f"sqlite:///{folder / 'unionledger.db'}"
+        port_text = str(port) if port is not None else env.get(ENV_PREFIX + "PORT", "8000")
+        try:
+            port_value = int(port_text)
+        except ValueError:
+            raise ConfigError(f"port must be a number, got {port_text!r}") from None
+        if not 0 < port_value < 65536:
+            raise ConfigError(f"port out of range: {port_value}")
+        demo = demo or (folder / DEMO_MARKER).exists()
+        return cls(
+            data_dir=folder,
+            database_url=url,
+            key_passphrase=env.get(ENV_PREFIX + "KEY_PASSPHRASE") or None,
+            demo=demo,
+            host=host or env.get(ENV_PREFIX + "HOST", "127.0.0.1"),
+            port=port_value,
+        )
+
+    def passphrase(self) -> str:
+        """The key passphrase to use.
+
+        Demo mode without ``UNIONLEDGER_KEY_PASSPHRASE`` falls back to the development passphrase
+        and warns on stderr. Production mode refuses a missing, default or short one.
+
+        Raises:
+            ConfigError: production mode without a usable passphrase.
+        """
+        if self.key_passphrase is None and self.demo:
+            warn(
+                "WARNING: demo mode: using the published development key passphrase. "
+                "Anyone can decrypt these keys. Never use this data directory in production."
+            )
+            return DEV_PASSPHRASE
+        if self.key_passphrase is None:
+            raise ConfigError(
+                "no key passphrase: set UNIONLEDGER_KEY_PASSPHRASE (or use --demo for a demo)"
+            )
+        if not self.demo:
+            if self.key_passphrase == DEV_PASSPHRASE:
+                raise ConfigError("refusing to run in production with the development passphrase")
+            if len(self.key_passphrase) < MIN_PASSPHRASE_LENGTH:
+                raise ConfigError(
+                    f"key passphrase too short: at least {MIN_PASSPHRASE_LENGTH} characters"
+                )
+        return self.key_passphrase
+
+
+def warn(message: str) -> None:
+    """A loud line on stderr (settings are read before logging is configured)."""
+    print(f"\033[1;33m{message}\033[0m" if sys.stderr.isatty() else message, file=sys.stderr)

@@ -1,0 +1,133 @@
+"""The application factory, /healthz, OpenAPI and problem+json errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import keys
+from api.app import create_app
+from api.bootstrap import init_data_dir
+from api.settings import DEV_PASSPHRASE, ConfigError, Settings
+
+PASS = "a long enough production passphrase"
+
+
+def make_settings(tmp_path: Path, *, demo: bool = False, url: str | None = None) -> Settings:
+    env = {"UNIONLEDGER_KEY_PASSPHRASE": PASS}
+    if url:
+        env["UNIONLEDGER_DATABASE_URL"] = url
+    return Settings.load(data_dir=tmp_path / "data", demo=demo, environ=env)
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, url=database_url)
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_healthz_reports_the_database(client: TestClient, database_url: str) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"] == database_url.split(":", maxsplit=1)[0].split("+", maxsplit=1)[0]
+
+
+def test_openapi_and_docs_are_served(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["info"]["title"] == "UnionLedger"
+    assert "/healthz" in spec["paths"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+
+
+def test_unknown_route_is_problem_json(client: TestClient) -> None:
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "/problems/not-found"
+    assert body["status"] == 404
+    assert body["instance"] == "/v1/nothing-here"
+    described = client.get(body["type"]).json()
+    assert described["title"] == body["title"]
+
+
+def test_wrong_method_is_problem_json(client: TestClient) -> None:
+    response = client.post("/healthz")
+    assert response.status_code == 405
+    assert response.json()["type"] == "/problems/method-not-allowed"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_unexpected_errors_are_a_bare_500_problem(client: TestClient) -> None:
+    app = client.app
+
+    @app.get("/boom")  # type: ignore[attr-defined,untyped-decorator]
+    def boom() -> None:
+        raise RuntimeError("secret internal detail 13800138000")
+
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "13800138000" not in response.text
+    assert "Traceback" not in response.text
+    assert response.json()["type"] == "/problems/internal-error"
+
+
+def test_production_refuses_default_missing_or_short_passphrases(tmp_path: Path) -> None:
+    for env in (
+        {},
+        {"UNIONLEDGER_KEY_PASSPHRASE": DEV_PASSPHRASE},
+        {"UNIONLEDGER_KEY_PASSPHRASE": "short"},
+    ):
+        settings = Settings.load(data_dir=tmp_path / "p", environ=env)
+        with pytest.raises(ConfigError):
+            create_app(settings)
+
+
+def test_demo_falls_back_to_the_development_passphrase_loudly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.load(data_dir=tmp_path / "demo", demo=True, environ={})
+    assert settings.passphrase() == DEV_PASSPHRASE
+    assert "WARNING" in capsys.readouterr().err
+
+
+def test_an_uninitialised_data_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unionledger init"):
+        create_app(make_settings(tmp_path))
+
+
+def test_a_wrong_passphrase_is_refused(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    other = Settings.load(
+        data_dir=settings.data_dir, environ={"UNIONLEDGER_KEY_PASSPHRASE": "another passphrase"}
+    )
+    with pytest.raises(keys.WrongPassphrase):
+        create_app(other)
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    env = {
+        "UNIONLEDGER_DATA_DIR": str(tmp_path / "d"),
+        "UNIONLEDGER_DATABASE_URL": "postgresql://u@h/db",
+        "UNIONLEDGER_PORT": "9001",
+    }
+    s = Settings.load(environ=env)
+    assert s.data_dir == (tmp_path / "d").resolve()
+    assert s.database_url == "postgresql://u@h/db"
+    assert s.port == 9001
+    assert Settings.load(data_dir=tmp_path / "x", port=7000, environ=env).port == 7000
+    with pytest.raises(ConfigError, match="data directory"):
+        Settings.load(environ={})
+    with pytest.raises(ConfigError, match="port"):
+        Settings.load(data_dir=tmp_path, environ={"UNIONLEDGER_PORT": "eighty"})
+    assert PASS not in repr(make_settings(tmp_path))

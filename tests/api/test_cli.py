@@ -1,0 +1,221 @@
+"""The ``unionledger`` CLI, run as a real subprocess: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+PASS = "cli test passphrase, long enough"
+
+
+def run(*args: str, env: dict[str, str] | None = None, ok: bool = True):  # type: ignore[no-untyped-def]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UNIONLEDGER_")}
+    full_env.update(env if env is not None else {"UNIONLEDGER_KEY_PASSPHRASE": PASS})
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_one_line_error(result, code: int) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = [x for x in result.stderr.splitlines() if x.startswith("unionledger: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli") / "data"
+    run("keys", "init", "--data-dir", str(d))
+    return d
+
+
+def test_help_everywhere() -> None:
+    assert "serve" in run("--help").stdout
+    for command in ("serve", "init", "keys"):
+        assert "--help" in run(command, "--help").stdout or "usage" in run(command, "--help").stdout
+    for action in ("init", "list", "rotate", "revoke", "export-public", "trust-list"):
+        assert "--data-dir" in run("keys", action, "--help").stdout
+
+
+def test_init_creates_root_log_api_and_national_issuer(data_dir: Path) -> None:
+    listing = json.loads(run("keys", "list", "--json", "--data-dir", str(data_dir)).stdout)
+    roles = sorted(k["role"] for k in listing)
+    assert roles == ["api", "issuer", "log", "root"]
+    assert all(k["status"] == "active" for k in listing)
+    assert oct((data_dir / "keys" / "keyring.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_init_twice_is_refused(data_dir: Path) -> None:
+    result = run("keys", "init", "--data-dir", str(data_dir), ok=False)
+    assert_one_line_error(result, 1)
+    assert "already exists" in result.stderr
+
+
+def test_wrong_passphrase_exits_3_with_one_line(data_dir: Path) -> None:
+    result = run(
+        "keys",
+        "trust-list",
+        "--data-dir",
+        str(data_dir),
+        env={"UNIONLEDGER_KEY_PASSPHRASE": "wrong passphrase!"},
+        ok=False,
+    )
+    assert_one_line_error(result, 3)
+    assert "wrong passphrase" in result.stderr
+    assert PASS not in result.stderr
+
+
+def test_corrupt_and_missing_key_files_exit_4(tmp_path: Path, data_dir: Path) -> None:
+    broken = tmp_path / "broken"
+    (broken / "keys").mkdir(parents=True)
+    content = (data_dir / "keys" / "keyring.json").read_bytes()
+    (broken / "keys" / "keyring.json").write_bytes(content[: len(content) // 2])
+    assert_one_line_error(run("keys", "list", "--data-dir", str(broken), ok=False), 4)
+    missing = run("keys", "trust-list", "--data-dir", str(tmp_path / "none"), ok=False)
+    assert_one_line_error(missing, 4)
+
+
+def test_production_default_passphrase_exits_5(tmp_path: Path) -> None:
+    from api.settings import DEV_PASSPHRASE
+
+    for env in ({}, {"UNIONLEDGER_KEY_PASSPHRASE": DEV_PASSPHRASE}):
+        result = run("keys", "init", "--data-dir", str(tmp_path / "p"), env=env, ok=False)
+        assert_one_line_error(result, 5)
+
+
+def test_rotate_revoke_export_and_trust_list(tmp_path: Path, data_dir: Path) -> None:
+    d = str(data_dir)
+    out = run("keys", "rotate", "issuer", "--scope", "110000", "--data-dir", d).stdout
+    new_kid = out.split()[0]
+    nxt = run("keys", "rotate", "issuer", "--scope", "110000", "--data-dir", d).stdout.split()[0]
+    again = run("keys", "rotate", "issuer", "--scope", "110000", "--data-dir", d, ok=False)
+    assert_one_line_error(again, 1)
+    assert "already published" in again.stderr
+    listing = {
+        k["kid"]: k for k in json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+    }
+    assert listing[new_kid]["status"] == "active"  # first key of scope 110000: valid at once
+    assert listing[nxt]["status"] == "pending"  # the next one is published 30 days ahead
+    assert listing[new_kid]["not_after"] == listing[nxt]["not_before"]
+    assert_one_line_error(run("keys", "revoke", "nope", "--data-dir", d, ok=False), 1)
+    run("keys", "revoke", "--reason", "test", "--data-dir", d, "--", new_kid)
+    listing = {
+        k["kid"]: k for k in json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+    }
+    assert listing[new_kid]["status"] == "revoked"
+
+    jwks = json.loads(run("keys", "export-public", "--data-dir", d).stdout)
+    assert all("d" not in k for k in jwks["keys"])
+    root = next(k for k in jwks["keys"] if k["role"] == "root")
+    (tmp_path / "root.jwk").write_text(json.dumps(root))
+    token_file = tmp_path / "trust.jwt"
+    run("keys", "trust-list", "--out", str(token_file), "--data-dir", d)
+    verified = run(
+        "keys", "verify-trust-list", str(token_file), "--root", str(tmp_path / "root.jwk")
+    )
+    assert verified.stdout.startswith("valid: signed by " + root["kid"])
+    # The trust list is checked against the root, not whoever signed it.
+    not_root = next(k for k in jwks["keys"] if k["role"] == "log")
+    (tmp_path / "log.jwk").write_text(json.dumps({**not_root, "role": "root"}))
+    refused = run(
+        "keys", "verify-trust-list", str(token_file), "--root", str(tmp_path / "log.jwk"), ok=False
+    )
+    assert_one_line_error(refused, 1)
+
+
+def test_concurrent_station_registrations_are_all_kept(tmp_path: Path, data_dir: Path) -> None:
+    """Each `keys register` loads, changes and saves the keyring under its lock."""
+    from keys import PrivateKey
+
+    devices = [PrivateKey.generate() for _ in range(6)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIONLEDGER_")}
+    env["UNIONLEDGER_KEY_PASSPHRASE"] = PASS
+    procs = []
+    for i, device in enumerate(devices):
+        jwk_file = tmp_path / f"device{i}.jwk"
+        jwk_file.write_text(json.dumps(device.public_key.to_jwk()))
+        args = ["keys", "register", "station", "--scope", f"ST-{i}", "--jwk", str(jwk_file)]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "api.cli", *args, "--data-dir", str(data_dir)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    listing = json.loads(run("keys", "list", "--json", "--data-dir", str(data_dir)).stdout)
+    stations = {k["kid"]: k["scope"] for k in listing if k["role"] == "station"}
+    assert stations == {d.key_id: f"ST-{i}" for i, d in enumerate(devices)}
+    # The device's private key never reached the server's keyring.
+    text = (data_dir / "keys" / "keyring.json").read_text()
+    station_entries = [k for k in json.loads(text)["keys"] if k["role"] == "station"]
+    assert all("private" not in k for k in station_entries)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_demo_answers_over_real_http(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIONLEDGER_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "serve",
+            "--demo",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert response.json()["status"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        missing = httpx.get(f"http://127.0.0.1:{port}/nope")
+        assert missing.headers["content-type"] == "application/problem+json"
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert f"http://127.0.0.1:{port}" in output
+    assert str(tmp_path / "demo") in output
+    assert "WARNING" in output  # the development passphrase is announced loudly
+    assert (tmp_path / "demo" / "keys" / "keyring.json").exists()

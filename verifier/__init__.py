@@ -1,0 +1,9 @@
+"""verifier: the pure formats and checks that a server, a station and an auditor all need.
+
+What it is: canonical bytes, Merkle proofs, checkpoints, credentials and QR presentations with
+cached trust and status lists, the station's offline queue and sync client, and the auditor's
+tools. It runs on a station device or an auditor's laptop.
+
+What it may import: the standard library, ``keys`` and pure-Python format libraries. Never
+``ledger`` or ``api``, a database driver or a web framework (keys <- verifier <- ledger <- api).
+"""
