@@ -83,7 +83,7 @@ class Settings:
             ConfigError: production mode without a usable passphrase.
         """
         if self.key_passphrase is None and self.demo:
-            warn(
+            warn_once(
                 "WARNING: demo mode: using the published development key passphrase. "
                 "Anyone can decrypt these keys. Never use this data directory in production."
             )
@@ -100,6 +100,16 @@ class Settings:
                     f"key passphrase too short: at least {MIN_PASSPHRASE_LENGTH} characters"
                 )
         return self.key_passphrase
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """:func:`warn`, once per process for the same message."""
+    if message not in _warned:
+        _warned.add(message)
+        warn(message)
 
 
 def warn(message: str) -> None:
