@@ -6,19 +6,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from sqlalchemy import Engine, text
+from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 import keys
-from api import problems
+from api import problems, routes_log
+from api.deps import Services, ServicesDep, log_signer
 from api.settings import ConfigError, Settings
 from ledger.db import make_engine
+from ledger.log import LogReader
+from ledger.projections import default_projections
 from ledger.schema import SchemaVersionError, init_schema
+from ledger.sequencer import Sequencer
 
 log = logging.getLogger("unionledger.api")
 
@@ -28,23 +31,6 @@ def package_version() -> str:
         return version("unionledger")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "0+unknown"
-
-
-@dataclass
-class Services:
-    """What the routes use, built once per app from the settings."""
-
-    settings: Settings
-    engine: Engine
-    keyring: keys.Keyring
-
-
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -69,9 +55,26 @@ def create_app(settings: Settings) -> FastAPI:
         engine.dispose()
         raise ConfigError(f"database unusable: {e}") from e
 
+    writer_engine = make_engine(settings.database_url, writer=True)
+    log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint
+    services = Services(
+        settings=settings,
+        engine=engine,
+        keyring=keyring,
+        reader=LogReader(engine),
+        sequencer=Sequencer(
+            writer_engine,
+            origin=settings.log_origin,
+            signer=lambda: log_signer(settings, keyring),
+            projections=default_projections(),
+        ),
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        services.sequencer.close()
+        writer_engine.dispose()
         engine.dispose()
 
     app = FastAPI(
@@ -82,8 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
-    app.state.services = Services(settings=settings, engine=engine, keyring=keyring)
+    app.state.services = services
     problems.install(app)
+    app.include_router(routes_log.router)
 
     @app.get("/healthz", tags=["public"], summary="Liveness and database check")
     def healthz(services: ServicesDep) -> dict[str, Any]:

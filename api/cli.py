@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -177,6 +177,160 @@ def cmd_keys_verify_trust_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+    if not sys.stderr.isatty():
+        return lambda done, total: None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_ledger_status(args: argparse.Namespace) -> int:
+    from ledger.db import make_engine  # noqa: PLC0415
+    from ledger.log import LogReader  # noqa: PLC0415
+
+    engine = make_engine(_settings(args).database_url)
+    try:
+        reader = LogReader(engine)
+        head = reader.head()
+        latest = reader.latest_checkpoint()
+    finally:
+        engine.dispose()
+    print(f"entries:    {head.size}")
+    print(f"root:       {head.root.hex()}")
+    print(f"last entry: {head.last_time or '-'}")
+    print(f"checkpoint: {'none' if latest is None else f'size {latest.size}'}")
+    return EXIT_OK
+
+
+def cmd_ledger_export(args: argparse.Namespace) -> int:
+    from ledger.db import make_engine  # noqa: PLC0415
+    from ledger.log import MAX_ENTRIES_PER_READ, LogReader  # noqa: PLC0415
+    from verifier.audit import write_export  # noqa: PLC0415
+
+    engine = make_engine(_settings(args).database_url)
+    try:
+        reader = LogReader(engine)
+        latest = reader.latest_checkpoint()
+        if latest is None:
+            return _fail(EXIT_FAILED, "the ledger has no signed checkpoint yet: nothing to export")
+        show = _progress("export")
+
+        def pages() -> Iterator[bytes]:
+            for start in range(0, latest.size, MAX_ENTRIES_PER_READ):
+                end = min(latest.size, start + MAX_ENTRIES_PER_READ)
+                yield from reader.entries(start, end)
+                show(end, latest.size)
+
+        target = Path(args.out)
+        tmp = target.with_name(target.name + ".partial")
+        with tmp.open("wb") as out:
+            count = write_export(out, latest.note, pages())
+        tmp.replace(target)
+    finally:
+        engine.dispose()
+    print(f"exported {count} entries and the checkpoint at size {latest.size} to {target}")
+    return EXIT_OK
+
+
+def cmd_ledger_rebuild(args: argparse.Namespace) -> int:
+    from ledger.db import make_engine  # noqa: PLC0415
+    from ledger.projections import default_projections, rebuild  # noqa: PLC0415
+
+    engine = make_engine(_settings(args).database_url, writer=True)
+    try:
+        count = rebuild(engine, default_projections(), progress=_progress("rebuild"))
+    finally:
+        engine.dispose()
+    print(f"rebuilt the projections from {count} entries")
+    return EXIT_OK
+
+
+def cmd_ledger_check(args: argparse.Namespace) -> int:
+    from ledger.db import make_engine  # noqa: PLC0415
+    from ledger.projections import compare, default_projections  # noqa: PLC0415
+
+    engine = make_engine(_settings(args).database_url)
+    try:
+        differences = compare(engine, default_projections())
+    finally:
+        engine.dispose()
+    if differences:
+        for line in differences[:50]:
+            print(line)
+        return _fail(EXIT_FAILED, f"{len(differences)} differences between chain and tables")
+    print("projections match a replay of the chain")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from verifier.audit import (  # noqa: PLC0415
+        AuditFailure,
+        AuditState,
+        ExportSource,
+        HttpSource,
+        LogSource,
+        SourceError,
+        audit,
+    )
+    from verifier.errors import NoteError  # noqa: PLC0415
+    from verifier.note import NoteVerifier  # noqa: PLC0415
+
+    key_text = args.public_key
+    if Path(key_text).is_file():
+        key_text = Path(key_text).read_text(encoding="utf-8").strip()
+    try:
+        verifier = NoteVerifier.from_key_string(key_text)
+    except NoteError as e:
+        return _fail(EXIT_USAGE, f"--public-key: {e}")
+    state_path = Path(args.state) if args.state else None
+    try:
+        previous = (
+            AuditState.from_json(state_path.read_text(encoding="utf-8"))
+            if state_path and state_path.exists()
+            else None
+        )
+        source: LogSource = (
+            HttpSource(args.source)
+            if args.source.startswith(("http://", "https://"))
+            else ExportSource(args.source)
+        )
+        try:
+            result = audit(
+                source,
+                verifier,
+                origin=args.origin,
+                previous=previous,
+                progress=_progress("audit"),
+            )
+        finally:
+            if isinstance(source, ExportSource):
+                source.close()
+    except AuditFailure as e:
+        where = f" (first bad entry: {e.index})" if e.index is not None else ""
+        print(f"FAILED{where}: {e.reason}")
+        return EXIT_FAILED
+    except SourceError as e:
+        return _fail(EXIT_USAGE, str(e))
+    if state_path:
+        state_path.write_text(result.state.to_json() + "\n", encoding="utf-8")
+    cp = result.checkpoint
+    since = f", consistent with size {previous.size} seen before" if previous else ""
+    print(
+        f"verified: {result.entries} entries, root {cp.root_hash.hex()} "
+        f"signed by {cp.origin}{since}"
+    )
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -215,7 +369,42 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     _add_keys_commands(sub.add_parser("keys", help="manage Ed25519 keys and the trust list"))
+    _add_ledger_commands(sub.add_parser("ledger", help="the ledger: status, export, projections"))
+
+    a = sub.add_parser(
+        "audit",
+        help="verify a ledger from a server URL or an export file, trusting only its public key",
+        description="Exit status: 0 verified, 1 verification failed, 2 usage or I/O error.",
+    )
+    a.add_argument("source", metavar="SOURCE", help="http(s)://server or an export file")
+    a.add_argument(
+        "--public-key",
+        required=True,
+        help="the log's note verifier key <name>+<hex id>+<base64 key>, or a file holding it",
+    )
+    a.add_argument("--origin", help="the log origin to expect (default: the key's name)")
+    a.add_argument(
+        "--state", help="file remembering the last verified checkpoint (catches rewrites)"
+    )
+    a.set_defaults(func=cmd_audit)
     return parser
+
+
+def _add_ledger_commands(ledger_cmd: argparse.ArgumentParser) -> None:
+    lsub = ledger_cmd.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    k = lsub.add_parser("status", help="size, root and latest checkpoint")
+    _data_dir(k)
+    k.set_defaults(func=cmd_ledger_status)
+    k = lsub.add_parser("export", help="write the entries and their checkpoint for offline audit")
+    _data_dir(k)
+    k.add_argument("--out", required=True, help="the export file to write")
+    k.set_defaults(func=cmd_ledger_export)
+    k = lsub.add_parser("rebuild", help="replay the chain into fresh projection tables")
+    _data_dir(k)
+    k.set_defaults(func=cmd_ledger_rebuild)
+    k = lsub.add_parser("check", help="compare the projection tables with a replay of the chain")
+    _data_dir(k)
+    k.set_defaults(func=cmd_ledger_check)
 
 
 def _add_keys_commands(keys_cmd: argparse.ArgumentParser) -> None:

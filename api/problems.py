@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import keys
+from ledger.errors import LedgerError
 
 log = logging.getLogger("unionledger.api")
 
@@ -56,6 +57,11 @@ TYPES: dict[str, ProblemType] = {
         ProblemType("key-revoked", 400, "Key revoked before the signing time"),
         ProblemType("malformed-key", 400, "Malformed key"),
         ProblemType("no-current-key", 503, "No key may sign now"),
+        ProblemType("out-of-range", 404, "Beyond the log, or an impossible range"),
+        ProblemType("not-checkpointed", 404, "Not covered by a signed checkpoint yet"),
+        ProblemType("ledger-error", 503, "The ledger cannot take this now"),
+        ProblemType("ledger-closed", 503, "The ledger is shutting down"),
+        ProblemType("command-failed", 500, "The command failed"),
     )
 }
 
@@ -146,6 +152,13 @@ def install(app: FastAPI) -> None:
             slug, status=TYPES[slug].status, detail=str(exc), instance=request.url.path
         )
 
+    async def on_ledger_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, LedgerError)
+        slug = exc.code if exc.code in TYPES else "ledger-error"
+        return problem_response(
+            slug, status=TYPES[slug].status, detail=str(exc), instance=request.url.path
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
         return problem_response(
@@ -156,6 +169,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(keys.KeysError, on_keys_error)
+    app.add_exception_handler(LedgerError, on_ledger_error)
     app.add_exception_handler(Exception, on_unexpected)
 
     @app.get("/problems/{slug}", tags=["public"], summary="What a problem type means")

@@ -18,6 +18,8 @@ ENV_PREFIX = "UNIONLEDGER_"
 DEV_PASSPHRASE = "unionledger-demo-passphrase-do-not-use-in-production"  # noqa: S105
 MIN_PASSPHRASE_LENGTH = 12
 DEMO_MARKER = "DEMO"  # a file in a data directory made by --demo; its keys use DEV_PASSPHRASE
+# The C2SP checkpoint origin (and note key name): a schema-less URL naming this ledger.
+DEFAULT_LOG_ORIGIN = "unionledger.localhost/ledger"
 
 
 class ConfigError(Exception):
@@ -34,6 +36,7 @@ class Settings:
     demo: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
+    log_origin: str = DEFAULT_LOG_ORIGIN
 
     @classmethod
     def load(
@@ -71,6 +74,7 @@ class Settings:
             demo=demo,
             host=host or env.get(ENV_PREFIX + "HOST", "127.0.0.1"),
             port=port_value,
+            log_origin=_origin(env.get(ENV_PREFIX + "LOG_ORIGIN", DEFAULT_LOG_ORIGIN)),
         )
 
     def passphrase(self) -> str:
@@ -100,6 +104,12 @@ class Settings:
                     f"key passphrase too short: at least {MIN_PASSPHRASE_LENGTH} characters"
                 )
         return self.key_passphrase
+
+
+def _origin(value: str) -> str:
+    if not value or any(c.isspace() or c == "+" for c in value):
+        raise ConfigError(f"log origin must be non-empty with no spaces or '+': {value!r}")
+    return value
 
 
 _warned: set[str] = set()

@@ -43,8 +43,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+def _sqlite_driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see below).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # A writer takes SQLite's write lock when its transaction begins, not at its first write:
+    # two writers then queue on busy_timeout instead of one failing to upgrade a read lock
+    # ("database is locked"), and what the writer reads (the chain head) cannot change under it.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | URL, *, writer: bool = False, **kwargs: Any) -> Engine:
     """An engine for ``url``; for a SQLite file, its folder is created.
+
+    With ``writer=True`` on SQLite every transaction begins with ``BEGIN IMMEDIATE`` (for the
+    ledger's sequencer); PostgreSQL writers lock the chain head row with ``FOR UPDATE`` instead.
 
     Raises:
         DatabaseUrlError: unsupported backend.
@@ -55,5 +70,12 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if writer:
+            event.listen(engine, "connect", _sqlite_driver_autocommit)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"

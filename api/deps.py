@@ -1,0 +1,46 @@
+"""What routes depend on: the services built by the app factory, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+import keys
+from api.settings import Settings
+from ledger.log import LogReader
+from ledger.sequencer import Sequencer
+from verifier.note import NoteSigner, NoteVerifier
+
+
+@dataclass
+class Services:
+    """Built once per app from the settings."""
+
+    settings: Settings
+    engine: Engine
+    keyring: keys.Keyring
+    reader: LogReader
+    sequencer: Sequencer
+
+    def log_verifier(self) -> NoteVerifier:
+        return log_signer(self.settings, self.keyring).verifier()
+
+
+def log_signer(settings: Settings, keyring: keys.Keyring) -> NoteSigner:
+    """The checkpoint signer now: the current log key, named by the log's origin.
+
+    Raises:
+        keys.NoCurrentKey: no log key may sign now.
+    """
+    return NoteSigner(settings.log_origin, keyring.signer(keys.Role.LOG, keys.utc_now()))
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,186 @@
+"""Reading the log: entries, tiles, Merkle proofs, checkpoints and receipts.
+
+Proofs are built from stored tiles (``verifier.tiles.tile_hash_at``), never by rehashing the log:
+an inclusion or consistency proof reads a handful of tiles. Everything stored is prefix-stable
+(entries never change, a partial tile only grows), so readers need no snapshot: a tile read after
+the head only holds more hashes than the head needs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from ledger.errors import NotCheckpointed, OutOfRange
+from ledger.schema import log_checkpoints, log_entries, log_head, log_tiles
+from verifier.merkle import consistency_proof, inclusion_proof, subtree_root
+from verifier.receipt import Receipt
+from verifier.tiles import TILE_WIDTH, tile_hash_at
+
+HASH_SIZE = 32
+FULL_TILE = TILE_WIDTH * HASH_SIZE
+MAX_ENTRIES_PER_READ = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    size: int
+    root: bytes
+    last_hash: bytes
+    last_time: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created_at: str
+
+
+class LogReader:
+    """Read access to one ledger database. Thread-safe; full tiles are cached (immutable)."""
+
+    def __init__(self, engine: Engine, *, cache_tiles: int = 4096) -> None:
+        self.engine = engine
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._cache_size = cache_tiles
+        self._lock = threading.Lock()
+
+    # -- head and entries ------------------------------------------------------------------
+
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    log_head.c.size, log_head.c.root, log_head.c.last_hash, log_head.c.last_time
+                ).where(log_head.c.id == 1)
+            ).one()
+        return Head(int(row.size), bytes(row.root), bytes(row.last_hash), row.last_time)
+
+    def size(self) -> int:
+        return self.head().size
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """The exact bytes of entries ``start`` .. ``end - 1`` (at most 1,000 at a time).
+
+        Raises:
+            OutOfRange: an empty, inverted or too large range, or one past the log's end.
+        """
+        if start < 0 or end <= start or end - start > MAX_ENTRIES_PER_READ:
+            raise OutOfRange(f"range [{start}, {end}) must hold 1..{MAX_ENTRIES_PER_READ} entries")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(log_entries.c.data)
+                .where(log_entries.c.idx >= start, log_entries.c.idx < end)
+                .order_by(log_entries.c.idx)
+            ).all()
+        if len(rows) != end - start:
+            raise OutOfRange(f"the log holds no entries past {start + len(rows) - 1}")
+        return [bytes(r.data) for r in rows]
+
+    def entry(self, index: int) -> bytes:
+        return self.entries(index, index + 1)[0]
+
+    # -- tiles and proofs ----------------------------------------------------------------------
+
+    def tile(self, level: int, index: int) -> bytes:
+        """The stored hashes of tile (``level``, ``index``); partial tiles may be shorter than
+        8,192 bytes. Empty if the tile does not exist (yet)."""
+        key = (level, index)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        with self.engine.connect() as conn:
+            data = conn.execute(
+                select(log_tiles.c.data).where(log_tiles.c.level == level, log_tiles.c.idx == index)
+            ).scalar()
+        tile = bytes(data) if data is not None else b""
+        if len(tile) == FULL_TILE:  # full tiles never change: safe to keep
+            with self._lock:
+                self._cache[key] = tile
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return tile
+
+    def hash_at(self, level: int, index: int) -> bytes:
+        """The hash of the perfect subtree at ``level`` covering leaves
+        ``[index * 2**level, (index + 1) * 2**level)``."""
+        return tile_hash_at(level, index, self.tile)
+
+    def _check_size(self, tree_size: int) -> None:
+        if tree_size < 0 or tree_size > self.size():
+            raise OutOfRange(f"tree size {tree_size} is beyond the log")
+
+    def root(self, tree_size: int) -> bytes:
+        """The Merkle root of the first ``tree_size`` entries.
+
+        Raises:
+            OutOfRange: ``tree_size`` is beyond the log.
+        """
+        self._check_size(tree_size)
+        return subtree_root(0, tree_size, self.hash_at)
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """Raises OutOfRange unless ``0 <= index < tree_size <= size``."""
+        self._check_size(tree_size)
+        if not 0 <= index < tree_size:
+            raise OutOfRange(f"index {index} is not in a tree of size {tree_size}")
+        return inclusion_proof(index, tree_size, self.hash_at)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """Raises OutOfRange unless ``1 <= first <= second <= size`` (RFC 9162 proves nothing
+        about the empty tree: every tree is consistent with it)."""
+        self._check_size(second)
+        if not 1 <= first <= second:
+            raise OutOfRange(f"no consistency proof from size {first} to {second}")
+        return consistency_proof(first, second, self.hash_at)
+
+    # -- checkpoints and receipts --------------------------------------------------------------
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(log_checkpoints).order_by(log_checkpoints.c.size.desc()).limit(1)
+            ).first()
+        return None if row is None else _checkpoint(row)
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(log_checkpoints).where(log_checkpoints.c.size == size)
+            ).first()
+        return None if row is None else _checkpoint(row)
+
+    def receipt(self, index: int) -> Receipt:
+        """The proof bundle of entry ``index`` against the latest checkpoint.
+
+        Raises:
+            OutOfRange: no such entry.
+            NotCheckpointed: the entry is newer than the latest checkpoint.
+        """
+        if index < 0 or index >= self.size():
+            raise OutOfRange(f"no entry {index}")
+        latest = self.latest_checkpoint()
+        if latest is None or latest.size <= index:
+            raise NotCheckpointed(f"entry {index} is not covered by a checkpoint yet")
+        return Receipt(
+            index=index,
+            entry=self.entry(index),
+            inclusion=tuple(self.inclusion_proof(index, latest.size)),
+            checkpoint_note=latest.note,
+        )
+
+
+def _checkpoint(row: object) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        size=int(row.size),  # type: ignore[attr-defined]
+        root=bytes(row.root),  # type: ignore[attr-defined]
+        note=row.note,  # type: ignore[attr-defined]
+        created_at=row.created_at,  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,398 @@
+"""The sequencer: the one writer that orders the ledger, with group commit.
+
+Commands (functions of a :class:`Tx`) are queued; one writer thread takes every queued command
+(up to ``max_batch``) and runs them in ONE database transaction: each command reads state and
+appends events through ``tx.append``; projections are updated as each event is appended; then
+the entries, the tiles and the chain head are written and the transaction commits with one
+fsync. Only then is each caller answered: an acknowledged event is durable and on the chain.
+
+No fork, no gap, across processes too: a batch transaction first locks the chain head
+(``BEGIN IMMEDIATE`` on SQLite takes the database write lock; PostgreSQL locks the head row
+with ``SELECT ... FOR UPDATE``), reads the size and last hash under that lock, writes entries at
+exactly ``size .. size + n - 1`` (``log_entries.idx`` is the primary key: a second entry at an
+index cannot be stored) and advances the head with a compare-and-swap ``UPDATE ... WHERE size =
+<old size>`` that must touch exactly one row. A second process therefore waits for the lock and
+then continues from the new head; it can neither reuse an index nor skip one.
+
+A command that raises before appending anything fails alone. One that raises after appending
+(or whose projection fails) has written into the shared transaction: the batch is rolled back
+and run again without it, and the caller gets the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ledger.errors import CommandFailed, LedgerClosed, LedgerError
+from ledger.log import HASH_SIZE
+from ledger.projections import Projection
+from ledger.schema import log_checkpoints, log_entries, log_head, log_tiles
+from verifier.checkpoint import Checkpoint, sign_checkpoint
+from verifier.entry import Entry, format_entry_time, make_entry
+from verifier.merkle import CompactRange, root_from_leaf_hashes
+from verifier.note import NoteSigner
+from verifier.tiles import TILE_WIDTH
+
+log = logging.getLogger("unionledger.ledger")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What a command appends: the entry's type, actor and body (index, time and prev are the
+    sequencer's to assign)."""
+
+    type: str
+    actor: str
+    body: Mapping[str, Any]
+
+
+class _BatchState:
+    def __init__(self, size: int, last_hash: bytes, last_time: str, frontier: CompactRange):
+        self.start = size
+        self.size = size
+        self.last_hash = last_hash
+        self.last_time = last_time
+        self.frontier = frontier
+        self.entries: list[Entry] = []
+
+
+class Tx:
+    """What a command sees: the batch's connection and an ``append`` that assigns the next
+    index. Read state through ``conn``; change it only by appending events."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        state: _BatchState,
+        projections: Sequence[Projection],
+        now: datetime,
+    ) -> None:
+        self.conn = conn
+        self.now = now
+        self._state = state
+        self._projections = projections
+        self.wrote = False
+        self.appended: list[Entry] = []
+
+    def append(self, type_: str, actor: str, body: Mapping[str, Any]) -> Entry:
+        """Append one event; projections see it at once (later reads in this command do too).
+
+        Raises:
+            verifier.errors.EntryError: a malformed event (nothing is written then).
+        """
+        state = self._state
+        stamp = max(format_entry_time(self.now), state.last_time)
+        entry = make_entry(
+            index=state.size,
+            time=stamp,
+            type=type_,
+            actor=actor,
+            body=body,
+            prev=state.last_hash,
+        )
+        self.wrote = True
+        for projection in self._projections:
+            projection.apply(self.conn, entry)
+        state.entries.append(entry)
+        state.size += 1
+        state.last_hash = entry.hash
+        state.last_time = stamp
+        self.appended.append(entry)
+        return entry
+
+
+@dataclass
+class _Request(Generic[T]):
+    command: Callable[[Tx], T]
+    future: Future[T] = field(default_factory=Future)
+
+
+@dataclass
+class _Outcome:
+    value: object = None
+    error: BaseException | None = None
+
+
+class _Broke(Exception):
+    def __init__(self, request: _Request[Any], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.request = request
+        self.error = error
+
+
+CheckpointSigner = Callable[[], NoteSigner]
+_STOP = object()
+
+
+class Sequencer:
+    """The single writer of one ledger database (per process; processes also exclude each
+    other through the database). Use as a context manager or call :meth:`close`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        origin: str,
+        signer: CheckpointSigner | None = None,
+        projections: Sequence[Projection] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_batch: int = 2000,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.origin = origin
+        self._signer = signer
+        self._projections = list(projections)
+        self._clock = clock
+        self._max_batch = max_batch
+        self._interval = checkpoint_interval
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._last_checkpoint = 0.0
+        self._uncheckpointed = True
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="ledger-sequencer", daemon=True)
+        self._thread.start()
+
+    # -- the public side ---------------------------------------------------------------------
+
+    def submit(self, command: Callable[[Tx], T]) -> Future[T]:
+        """Queue ``command``; its future resolves once its batch is durable."""
+        if self._closed:
+            raise LedgerClosed("the sequencer is closed")
+        request: _Request[T] = _Request(command)
+        self._queue.put(request)
+        return request.future
+
+    def execute(self, command: Callable[[Tx], T], timeout: float | None = 60) -> T:
+        """Run ``command`` in the next batch and return its result once durable."""
+        return self.submit(command).result(timeout)
+
+    def append(self, events: Sequence[Event]) -> list[Entry]:
+        """Append ``events`` (in order, contiguous) and return their entries once durable."""
+        return self.execute(lambda tx: [tx.append(e.type, e.actor, e.body) for e in events])
+
+    def checkpoint(self) -> None:
+        """Sign a checkpoint of the current head now (if it grew) and wait for it."""
+        self._force_checkpoint = True
+        self.execute(lambda tx: None)
+
+    def close(self) -> None:
+        """Finish what is queued, write a last checkpoint, stop the writer."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def __enter__(self) -> Sequencer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    _force_checkpoint = False
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            wait = None
+            if self._signer is not None and self._uncheckpointed:
+                wait = max(0.0, self._last_checkpoint + self._interval - time.monotonic())
+            try:
+                first = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._run([])  # idle: just the checkpoint that is due
+                continue
+            batch: list[_Request[Any]] = []
+            if first is _STOP:
+                stopping = True
+            else:
+                batch.append(first)  # type: ignore[arg-type]
+            while len(batch) < self._max_batch and not stopping:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)  # type: ignore[arg-type]
+            self._run(batch, final=stopping)
+
+    def _run(self, batch: list[_Request[Any]], *, final: bool = False) -> None:
+        pending = list(batch)
+        attempts = 0
+        while True:
+            try:
+                outcomes = self._commit(pending, final=final)
+            except _Broke as broke:
+                broke.request.future.set_exception(
+                    CommandFailed(f"command failed after appending: {broke.error!r}")
+                    if not isinstance(broke.error, LedgerError | ValueError)
+                    else broke.error
+                )
+                pending.remove(broke.request)
+                continue
+            except (OperationalError, DBAPIError) as e:
+                attempts += 1
+                if attempts < 5 and _transient(e):
+                    time.sleep(0.05 * attempts)
+                    continue
+                log.error("ledger batch failed: %s", type(e).__name__)
+                for request in pending:
+                    request.future.set_exception(LedgerError(f"database error: {e.orig!r}"))
+                return
+            except BaseException as e:
+                log.exception("ledger batch failed")
+                for request in pending:
+                    request.future.set_exception(e)
+                return
+            for request in pending:
+                outcome = outcomes[id(request)]
+                if outcome.error is not None:
+                    request.future.set_exception(outcome.error)
+                else:
+                    request.future.set_result(outcome.value)
+            return
+
+    def _commit(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
+        try:
+            return self._commit_once(pending, final=final)
+        except BaseException:
+            for projection in self._projections:
+                projection.reset()  # the batch rolled back: so does what projections held
+            raise
+
+    def _commit_once(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
+        outcomes: dict[int, _Outcome] = {}
+        with self.engine.begin() as conn:
+            head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
+            old_size = int(head.size)
+            state = _BatchState(
+                old_size,
+                bytes(head.last_hash),
+                head.last_time,
+                CompactRange.from_bytes(old_size, bytes(head.frontier)),
+            )
+            for request in pending:
+                tx = Tx(conn, state, self._projections, self._clock())
+                try:
+                    outcomes[id(request)] = _Outcome(value=request.command(tx))
+                except Exception as e:
+                    if tx.wrote:
+                        raise _Broke(request, e) from e
+                    outcomes[id(request)] = _Outcome(error=e)
+            for projection in self._projections:
+                projection.flush(conn)
+            if state.entries:
+                self._write(conn, state, old_size)
+            self._maybe_checkpoint(conn, state, final=final)
+        return outcomes
+
+    def _write(self, conn: Connection, state: _BatchState, old_size: int) -> None:
+        conn.execute(
+            log_entries.insert(), [{"idx": e.index, "data": e.data} for e in state.entries]
+        )
+        leaves = [e.leaf_hash for e in state.entries]
+        write_tiles(conn, old_size, leaves)
+        state.frontier.extend(leaves)
+        moved = conn.execute(
+            update(log_head)
+            .where(log_head.c.id == 1, log_head.c.size == old_size)
+            .values(
+                size=state.size,
+                root=state.frontier.root(),
+                last_hash=state.last_hash,
+                last_time=state.last_time,
+                frontier=state.frontier.to_bytes(),
+            )
+        )
+        if moved.rowcount != 1:  # cannot happen while the head lock works; never fork if it did
+            raise LedgerError("chain head moved under the sequencer's lock")
+        self._uncheckpointed = True
+
+    def _maybe_checkpoint(self, conn: Connection, state: _BatchState, *, final: bool) -> None:
+        if self._signer is None:
+            return
+        due = time.monotonic() - self._last_checkpoint >= self._interval
+        if not (due or final or self._force_checkpoint):
+            return
+        self._force_checkpoint = False
+        latest = conn.execute(
+            select(log_checkpoints.c.size).order_by(log_checkpoints.c.size.desc()).limit(1)
+        ).scalar()
+        if latest is not None and latest >= state.size:
+            self._uncheckpointed = False
+            return
+        root = state.frontier.root()
+        note = sign_checkpoint(Checkpoint(self.origin, state.size, root), self._signer())
+        conn.execute(
+            log_checkpoints.insert().values(
+                size=state.size,
+                root=root,
+                note=note,
+                created_at=format_entry_time(self._clock()),
+            )
+        )
+        self._last_checkpoint = time.monotonic()
+        self._uncheckpointed = False
+
+
+def _transient(error: DBAPIError) -> bool:
+    text = str(error.orig).lower()
+    return any(
+        word in text
+        for word in ("locked", "busy", "deadlock", "serialize", "could not obtain lock")
+    )
+
+
+def write_tiles(conn: Connection, old_size: int, leaf_hashes: Sequence[bytes]) -> None:
+    """Add ``leaf_hashes`` (leaves ``old_size ..``) to the stored tiles, level by level.
+
+    At tile level L the positions are the hashes of perfect subtrees of height 8L. A tile that
+    fills up contributes its root as the next position of level L + 1. Partial tiles are stored
+    as they are and grow in place (their bytes only ever get longer).
+    """
+    level, start, new = 0, old_size, list(leaf_hashes)
+    while new:
+        completed: list[bytes] = []
+        position, i = start, 0
+        while i < len(new):
+            tile, offset = divmod(position, TILE_WIDTH)
+            take = min(TILE_WIDTH - offset, len(new) - i)
+            added = b"".join(new[i : i + take])
+            if offset:
+                old = conn.execute(
+                    select(log_tiles.c.data).where(
+                        log_tiles.c.level == level, log_tiles.c.idx == tile
+                    )
+                ).scalar_one()
+                data = bytes(old)[: offset * HASH_SIZE] + added
+                conn.execute(
+                    update(log_tiles)
+                    .where(log_tiles.c.level == level, log_tiles.c.idx == tile)
+                    .values(data=data)
+                )
+            else:
+                data = added
+                conn.execute(log_tiles.insert().values(level=level, idx=tile, data=data))
+            if offset + take == TILE_WIDTH:
+                hashes = [data[j : j + HASH_SIZE] for j in range(0, len(data), HASH_SIZE)]
+                completed.append(root_from_leaf_hashes(hashes))
+            position += take
+            i += take
+        level, start, new = level + 1, start // TILE_WIDTH, completed

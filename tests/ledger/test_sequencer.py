@@ -1,0 +1,186 @@
+"""The sequencer on SQLite and PostgreSQL: chain, tree, tiles, proofs, checkpoints, projections."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from ledger.errors import CommandFailed, NotCheckpointed, OutOfRange
+from ledger.projections import compare, event_counts, rebuild
+from ledger.sequencer import Event, Tx
+from tests.ledger.conftest import Ledger
+from verifier.checkpoint import verify_checkpoint
+from verifier.entry import GENESIS_PREV, parse_entry
+from verifier.errors import EntryError
+from verifier.merkle import (
+    leaf_hash,
+    root_from_leaf_hashes,
+    verify_consistency,
+    verify_inclusion,
+)
+from verifier.receipt import verify_receipt
+
+
+def all_entries(ledger: Ledger) -> list[bytes]:
+    size = ledger.reader.size()
+    out: list[bytes] = []
+    for start in range(0, size, 1000):
+        out += ledger.reader.entries(start, min(size, start + 1000))
+    return out
+
+
+def test_appends_form_one_chain_bound_to_the_tree(ledger: Ledger) -> None:
+    entries = ledger.sequencer.append(
+        [Event("MemberJoined", "kid-1", {"member": "m1"}), Event("MemberLeft", "kid-1", {})]
+    )
+    assert [e.index for e in entries] == [0, 1]
+    stored = all_entries(ledger)
+    assert stored == [e.data for e in entries]
+    first, second = (parse_entry(d) for d in stored)
+    assert first.prev == GENESIS_PREV
+    assert second.prev == hashlib.sha256(stored[0]).digest()
+    head = ledger.reader.head()
+    assert head.size == 2
+    assert head.root == root_from_leaf_hashes([leaf_hash(d) for d in stored])
+
+
+def test_concurrent_appends_are_gap_free_and_batched(ledger: Ledger) -> None:
+    def worker(n: int) -> None:
+        for i in range(40):
+            ledger.sequencer.append([Event("TestAppended", f"w{n}", {"i": i})])
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = all_entries(ledger)
+    assert len(stored) == 320
+    prev = GENESIS_PREV
+    for i, data in enumerate(stored):
+        entry = parse_entry(data)
+        assert entry.index == i
+        assert entry.prev == prev
+        prev = entry.hash
+    with ledger.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from ledger.schema import log_checkpoints
+
+        checkpoints = conn.execute(select(log_checkpoints.c.size)).scalars().all()
+    assert max(checkpoints) == 320  # checkpoint_interval=0: every batch is checkpointed
+
+
+@pytest.mark.parametrize("size", [1, 2, 255, 256, 257, 511, 513, 1000])
+def test_proofs_from_tiles_verify(ledger: Ledger, size: int) -> None:
+    ledger.append(size)
+    stored = all_entries(ledger)
+    leaves = [leaf_hash(d) for d in stored]
+    for tree_size in sorted({1, size // 2 or 1, size - 1 or 1, size}):
+        root = root_from_leaf_hashes(leaves[:tree_size])
+        assert ledger.reader.root(tree_size) == root
+        for index in sorted({0, tree_size // 3, tree_size - 1}):
+            proof = ledger.reader.inclusion_proof(index, tree_size)
+            verify_inclusion(leaves[index], index, tree_size, proof, root)
+        for first in sorted({1, tree_size // 2 or 1, tree_size}):
+            proof = ledger.reader.consistency_proof(first, tree_size)
+            verify_consistency(first, tree_size, root_from_leaf_hashes(leaves[:first]), root, proof)
+
+
+def test_checkpoints_are_signed_and_receipts_verify_offline(ledger: Ledger) -> None:
+    ledger.append(300)
+    ledger.sequencer.checkpoint()
+    latest = ledger.reader.latest_checkpoint()
+    assert latest is not None
+    cp = verify_checkpoint(latest.note, ledger.verifier)
+    assert cp.size == 300
+    assert cp.root_hash == ledger.reader.root(300)
+    for index in (0, 150, 299):
+        receipt = ledger.reader.receipt(index)
+        verified = verify_receipt(type(receipt).from_json(receipt.to_json()), ledger.verifier)
+        assert verified.entry == ledger.reader.entry(index)
+
+
+def test_out_of_range_reads_are_errors_not_crashes(ledger: Ledger) -> None:
+    ledger.append(10)
+    with pytest.raises(OutOfRange):
+        ledger.reader.entries(5, 11)
+    with pytest.raises(OutOfRange):
+        ledger.reader.entries(5, 5)
+    with pytest.raises(OutOfRange):
+        ledger.reader.inclusion_proof(10, 10)
+    with pytest.raises(OutOfRange):
+        ledger.reader.inclusion_proof(0, 11)
+    with pytest.raises(OutOfRange):
+        ledger.reader.consistency_proof(5, 11)
+    with pytest.raises(OutOfRange):
+        ledger.reader.consistency_proof(6, 5)
+    with pytest.raises(OutOfRange):
+        ledger.reader.receipt(10)
+
+
+def test_a_failing_command_fails_alone(ledger: Ledger) -> None:
+    def refuse(tx: Tx) -> None:
+        raise ValueError("quota used")
+
+    def break_after_append(tx: Tx) -> None:
+        tx.append("TestAppended", "test", {"half": 1})
+        raise RuntimeError("bug after writing")
+
+    good = ledger.sequencer.submit(lambda tx: tx.append("TestAppended", "t", {"ok": 1}))
+    bad = ledger.sequencer.submit(refuse)
+    broken = ledger.sequencer.submit(break_after_append)
+    also_good = ledger.sequencer.submit(lambda tx: tx.append("TestAppended", "t", {"ok": 2}))
+    assert good.result(10).index == 0
+    with pytest.raises(ValueError, match="quota"):
+        bad.result(10)
+    with pytest.raises(CommandFailed):
+        broken.result(10)
+    assert also_good.result(10).index == 1
+    assert ledger.reader.size() == 2
+    with pytest.raises(EntryError):
+        ledger.sequencer.append([Event("not a type", "t", {})])
+    with pytest.raises(EntryError):
+        ledger.sequencer.append([Event("TestAppended", "t", {"amount": 1.5})])
+    assert ledger.reader.size() == 2
+
+
+def test_projections_rebuild_and_check(ledger: Ledger) -> None:
+    ledger.append(30, "MemberJoined")
+    ledger.append(7, "MemberLeft")
+    assert compare(ledger.engine, ledger.sequencer._projections) == []
+    with ledger.engine.begin() as conn:
+        from sqlalchemy import update
+
+        conn.execute(
+            update(event_counts).where(event_counts.c.type == "MemberLeft").values(count=99)
+        )
+    differences = compare(ledger.engine, ledger.sequencer._projections)
+    assert any("MemberLeft" in d for d in differences)
+    assert rebuild(ledger.writer, ledger.sequencer._projections) == 37
+    assert compare(ledger.engine, ledger.sequencer._projections) == []
+    with ledger.engine.connect() as conn:
+        from sqlalchemy import select
+
+        counts = dict(conn.execute(select(event_counts.c.type, event_counts.c.count)).all())
+    assert counts == {"MemberJoined": 30, "MemberLeft": 7}
+
+
+def test_receipt_before_any_checkpoint(database_url: str) -> None:
+    from keys import PrivateKey
+    from tests.ledger.conftest import open_ledger
+
+    lg = open_ledger(database_url, PrivateKey.generate(), checkpoint_interval=3600)
+    try:
+        lg.sequencer.checkpoint()  # the empty tree
+        lg.append(3)
+        with pytest.raises(NotCheckpointed):
+            lg.reader.receipt(2)
+        lg.sequencer.checkpoint()
+        lg.reader.receipt(2)
+    finally:
+        lg.sequencer.close()
+        lg.writer.dispose()
+        lg.engine.dispose()

@@ -1,0 +1,178 @@
+"""Ledger entries: the exact bytes that are hashed, chained and put in the Merkle tree.
+
+An entry is the canonical JSON (``verifier.canonical``) of::
+
+    {"actor": str, "body": {...}, "index": int, "prev": "<64 hex>", "time": "<RFC 3339 UTC>",
+     "type": "<EventType>", "v": 1}
+
+- ``index``: 0-based position in the log, gap-free.
+- ``time``: ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds); never decreases along the chain.
+- ``type``: the event type, a past-tense name such as ``MemberJoined``.
+- ``actor``: who caused it: a key id or a role, never a person's name.
+- ``body``: the event's facts: pseudonyms and commitments, never personal data.
+- ``prev``: lowercase hex SHA-256 of the previous entry's bytes (64 zeros for entry 0), which
+  binds the hash chain to the Merkle tree: both are computed over the same bytes.
+
+Entry hash = SHA-256(bytes); Merkle leaf hash = SHA-256(0x00 || bytes). The bytes are stored and
+served as they are and never re-serialised: :func:`parse_entry` checks that bytes are canonical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from verifier.canonical import canonical_bytes, parse_canonical
+from verifier.errors import CanonicalError, ChainError, EntryError
+from verifier.merkle import leaf_hash
+
+ENTRY_VERSION = 1
+GENESIS_PREV = bytes(32)
+_FIELDS = frozenset({"actor", "body", "index", "prev", "time", "type", "v"})
+_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+_PREV_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_ACTOR = 128
+
+
+def format_entry_time(value: datetime) -> str:
+    """``2026-11-25T08:46:12.123456Z``.
+
+    Raises:
+        ValueError: ``value`` is naive.
+    """
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware UTC time")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_entry_time(text: str) -> datetime:
+    """Inverse of :func:`format_entry_time`.
+
+    Raises:
+        ValueError: not in that exact form.
+    """
+    if not _TIME_RE.match(text):
+        raise ValueError(f"not an entry time: {text!r}")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger entry and its exact bytes. Build with :func:`make_entry` or
+    :func:`parse_entry`, which check every field."""
+
+    index: int
+    time: str
+    type: str
+    actor: str
+    body: Mapping[str, Any]
+    prev: bytes
+    data: bytes
+
+    @property
+    def hash(self) -> bytes:
+        """SHA-256 of the entry bytes: the next entry's ``prev``."""
+        return hashlib.sha256(self.data).digest()
+
+    @property
+    def leaf_hash(self) -> bytes:
+        """The RFC 6962 leaf hash: SHA-256(0x00 || bytes)."""
+        return leaf_hash(self.data)
+
+    @property
+    def timestamp(self) -> datetime:
+        return parse_entry_time(self.time)
+
+
+def _check_fields(value: Mapping[str, Any]) -> None:
+    index = value["index"]
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise EntryError("index must be a non-negative integer")
+    if value["v"] != ENTRY_VERSION:
+        raise EntryError(f"entry {index}: unknown entry version {value['v']!r}")
+    time, type_, actor = value["time"], value["type"], value["actor"]
+    if not isinstance(time, str) or not _TIME_RE.match(time):
+        raise EntryError(f"entry {index}: time must be YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    if not isinstance(type_, str) or not _TYPE_RE.match(type_):
+        raise EntryError(f"entry {index}: type must be a CamelCase event name")
+    if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR:
+        raise EntryError(f"entry {index}: actor must be 1..{MAX_ACTOR} characters")
+    if not isinstance(value["body"], dict):
+        raise EntryError(f"entry {index}: body must be an object")
+    prev = value["prev"]
+    if not isinstance(prev, str) or not _PREV_RE.match(prev):
+        raise EntryError(f"entry {index}: prev must be 64 lowercase hex digits")
+
+
+def _entry(value: Mapping[str, Any], data: bytes) -> Entry:
+    return Entry(
+        index=value["index"],
+        time=value["time"],
+        type=value["type"],
+        actor=value["actor"],
+        body=value["body"],
+        prev=bytes.fromhex(value["prev"]),
+        data=data,
+    )
+
+
+def make_entry(
+    *, index: int, time: str, type: str, actor: str, body: Mapping[str, Any], prev: bytes
+) -> Entry:
+    """Build an entry and its canonical bytes.
+
+    Raises:
+        EntryError: a field is malformed (including a body that is not canonical JSON).
+    """
+    if not isinstance(prev, bytes) or len(prev) != 32:
+        raise EntryError("prev must be a 32-byte hash")
+    value = {
+        "actor": actor,
+        "body": dict(body) if isinstance(body, Mapping) else body,
+        "index": index,
+        "prev": prev.hex(),
+        "time": time,
+        "type": type,
+        "v": ENTRY_VERSION,
+    }
+    _check_fields(value)
+    try:
+        data = canonical_bytes(value)
+    except CanonicalError as e:
+        raise EntryError(f"entry {index}: {e}") from e
+    return _entry(value, data)
+
+
+def parse_entry(data: bytes) -> Entry:
+    """Parse stored entry bytes, checking canonical form and every field.
+
+    Raises:
+        EntryError: not a well-formed, canonical entry.
+    """
+    try:
+        value = parse_canonical(data)
+    except CanonicalError as e:
+        raise EntryError(f"entry is not canonical JSON: {e}") from e
+    if not isinstance(value, dict) or value.keys() != _FIELDS:
+        raise EntryError("entry must have exactly the fields " + ", ".join(sorted(_FIELDS)))
+    _check_fields(value)
+    return _entry(value, bytes(data))
+
+
+def check_link(entry: Entry, index: int, prev: bytes, previous_time: str | None) -> None:
+    """Check that ``entry`` sits at ``index`` after an entry whose hash is ``prev``.
+
+    Raises:
+        ChainError: wrong index, wrong previous hash, or time going backwards.
+    """
+    if entry.index != index:
+        raise ChainError(f"entry at position {index} says index {entry.index}")
+    if entry.prev != prev:
+        raise ChainError(f"entry {index}: prev does not match the hash of entry {index - 1}")
+    if previous_time is not None and entry.time < previous_time:
+        raise ChainError(f"entry {index}: time goes backwards")
