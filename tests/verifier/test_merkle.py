@@ -463,3 +463,29 @@ def test_proofs_read_logarithmically_many_hashes(n: int) -> None:
         assert count() <= bound, (m, n)
     subtree_root(0, n, hash_at)
     assert count() == n.bit_count()
+
+
+@given(
+    before=st.integers(0, 40),
+    height=st.integers(0, 5),
+    after=st.integers(0, 20),
+)
+def test_append_subtree_equals_appending_its_leaves(before: int, height: int, after: int) -> None:
+    from verifier.merkle import CompactRange, root_from_leaf_hashes
+
+    prefix = (before >> height) << height  # align the subtree
+    leaves = [
+        hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(prefix + (1 << height) + after)
+    ]
+    one_by_one = CompactRange()
+    one_by_one.extend(leaves)
+    fast = CompactRange()
+    fast.extend(leaves[:prefix])
+    fast.append_subtree(height, root_from_leaf_hashes(leaves[prefix : prefix + (1 << height)]))
+    fast.extend(leaves[prefix + (1 << height) :])
+    assert fast == one_by_one
+    if height > 0:
+        misaligned = CompactRange()
+        misaligned.extend(leaves[: prefix + 1])
+        with pytest.raises(ValueError, match="align"):
+            misaligned.append_subtree(height, leaves[0])
