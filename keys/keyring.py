@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ DEFAULT_LEAD_TIMES: Mapping[Role, timedelta] = MappingProxyType(
     }
 )
 
-_SCOPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+_SECRET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
+SECRET_SIZE = 32
 
 
 class RotationPending(KeysError):
@@ -191,12 +194,13 @@ class Keyring:
     with the latest ``not_before``.
     """
 
-    __slots__ = ("_private", "_records")
+    __slots__ = ("_private", "_records", "_secrets")
 
     def __init__(
         self,
         records: Iterable[KeyRecord] = (),
         private_keys: Mapping[KeyId, PrivateKey] | None = None,
+        secrets: Mapping[str, bytes] | None = None,
     ) -> None:
         by_kid: dict[KeyId, KeyRecord] = {}
         for record in records:
@@ -210,6 +214,10 @@ class Keyring:
                 raise MalformedKey(f"private key {kid} does not match a record")
         self._records = by_kid
         self._private = private
+        self._secrets = dict(secrets or {})
+        for name, value in self._secrets.items():
+            if not _SECRET_NAME_RE.match(name) or len(value) != SECRET_SIZE:
+                raise MalformedKey(f"secret {name!r} must be named [a-z0-9-] and be 32 bytes")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -316,13 +324,38 @@ class Keyring:
 
     # -- changing (each returns a new keyring) ----------------------------------------------
 
+    # -- symmetric secrets ---------------------------------------------------------------------
+
+    def secret(self, name: str) -> bytes:
+        """The 32-byte symmetric secret ``name`` (e.g. the vault master key).
+
+        Raises:
+            UnknownKeyId: no such secret here (or only the public part was loaded).
+        """
+        try:
+            return self._secrets[name]
+        except KeyError:
+            raise UnknownKeyId(f"no secret named {name!r}") from None
+
+    def secret_names(self) -> list[str]:
+        return sorted(self._secrets)
+
+    def with_secret(self, name: str, value: bytes | None = None) -> Keyring:
+        """A keyring that holds secret ``name`` (a fresh random one unless ``value`` is given).
+        An existing secret is kept: secrets are never silently replaced."""
+        if name in self._secrets:
+            return self
+        fresh = dict(self._secrets)
+        fresh[name] = value if value is not None else os.urandom(SECRET_SIZE)
+        return Keyring(self._records.values(), self._private, fresh)
+
     def _with(self, record: KeyRecord, private: PrivateKey | None = None) -> Keyring:
         records = dict(self._records)
         records[record.kid] = record
         keys = dict(self._private)
         if private is not None:
             keys[record.kid] = private
-        return Keyring(records.values(), keys)
+        return Keyring(records.values(), keys, self._secrets)
 
     def add(self, record: KeyRecord, private: PrivateKey | None = None) -> Keyring:
         """A keyring with one more key.

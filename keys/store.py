@@ -94,6 +94,10 @@ def _key_aad(record: KeyRecord) -> bytes:
     return f"{FORMAT} key {record.kid} {record.role.value}".encode()
 
 
+def _secret_aad(name: str) -> bytes:
+    return f"{FORMAT} secret {name}".encode()
+
+
 def _check_aad() -> bytes:
     return f"{FORMAT} check".encode()
 
@@ -218,7 +222,19 @@ class KeyStore:
             if private_key.public_key != record.public_key:
                 raise CorruptKeyFile(f"{self.path}: private key {record.kid} does not match")
             private[record.kid] = private_key
-        return self._keyring([r for r, _ in records], private)
+        sealed_secrets = doc.get("secrets", {})
+        if not isinstance(sealed_secrets, dict):
+            raise CorruptKeyFile(f"{self.path}: 'secrets' is not an object")
+        opened: dict[str, bytes] = {}
+        for name, sealed in sealed_secrets.items():
+            try:
+                opened[name] = _open(key, sealed, _secret_aad(name))
+            except (nacl.exceptions.CryptoError, ValueError, TypeError) as e:
+                raise CorruptKeyFile(f"{self.path}: secret {name!r} is damaged") from e
+        try:
+            return Keyring([r for r, _ in records], private, opened)
+        except MalformedKey as e:
+            raise CorruptKeyFile(f"{self.path}: {e}") from e
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -246,6 +262,9 @@ class KeyStore:
             # Saving must never lose a private key that the file held.
             if not keyring.has_private(kid):
                 raise CorruptKeyFile(f"refusing to drop private key {kid} from the keyring")
+        for name in current.secret_names():
+            if name not in keyring.secret_names() or keyring.secret(name) != current.secret(name):
+                raise CorruptKeyFile(f"refusing to drop or replace secret {name!r}")
         params, salt = self._kdf(self._read())
         self._write(keyring, passphrase, params, salt)
 
@@ -269,6 +288,10 @@ class KeyStore:
             "aead": AEAD,
             "check": _seal(key, _CHECK_PLAINTEXT, _check_aad()),
             "keys": entries,
+            "secrets": {
+                name: _seal(key, keyring.secret(name), _secret_aad(name))
+                for name in keyring.secret_names()
+            },
         }
         data = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         atomic_write(self.path, data, mode=0o600)

@@ -208,3 +208,45 @@ def test_serialisation_round_trip(
     store = KeyStore(tmp_path_factory.mktemp("ring"))
     store.create(ring, passphrase, kdf=FAST)
     assert same(store.load(passphrase), ring)
+
+
+def test_secrets_are_sealed_kept_and_never_replaced(tmp_path: Path) -> None:
+    ring = sample_ring().with_secret("vault-master").with_secret("member-pseudonym")
+    assert ring.with_secret("vault-master").secret("vault-master") == ring.secret("vault-master")
+    store = KeyStore(tmp_path)
+    store.create(ring, PASS, kdf=FAST)
+    loaded = store.load(PASS)
+    assert loaded.secret("vault-master") == ring.secret("vault-master")
+    assert loaded.secret_names() == ["member-pseudonym", "vault-master"]
+    assert ring.secret("vault-master").hex() not in store.path.read_text()
+    assert store.load_public().secret_names() == []
+    # Rotating a key keeps the secrets; dropping one is refused.
+    store.save(loaded.rotate(Role.LOG, T0 + timedelta(days=1))[0], PASS)
+    assert store.load(PASS).secret("member-pseudonym") == ring.secret("member-pseudonym")
+    current = store.load(PASS)
+    with pytest.raises(CorruptKeyFile, match="secret"):
+        store.save(Keyring(current, current.private_keys()), PASS)
+
+
+def test_a_damaged_secret_is_reported(store: KeyStore) -> None:
+    ring = store.load(PASS).with_secret("vault-master")
+    store.save(ring, PASS)
+
+    def flip(doc: dict) -> None:  # type: ignore[type-arg]
+        sealed = doc["secrets"]["vault-master"]
+        doc["secrets"]["vault-master"] = (
+            sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+        )
+
+    _edit(store, flip)
+    with pytest.raises(CorruptKeyFile, match="vault-master"):
+        store.load(PASS)
+
+
+def test_bad_secret_names_and_sizes() -> None:
+    from keys import MalformedKey
+
+    with pytest.raises(MalformedKey):
+        Keyring().with_secret("Vault Master")
+    with pytest.raises(MalformedKey):
+        Keyring().with_secret("short", b"x" * 31)
