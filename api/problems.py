@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import keys
+from ledger.domain import DomainError
 from ledger.errors import LedgerError
 
 log = logging.getLogger("unionledger.api")
@@ -62,6 +63,7 @@ TYPES: dict[str, ProblemType] = {
         ProblemType("ledger-error", 503, "The ledger cannot take this now"),
         ProblemType("ledger-closed", 503, "The ledger is shutting down"),
         ProblemType("command-failed", 500, "The command failed"),
+        ProblemType("invalid-request", 422, "The request is not valid"),
     )
 }
 
@@ -105,8 +107,21 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def register_domain_errors() -> None:
+    """Register a problem type for every :class:`DomainError` subclass imported so far (its
+    ``code``, ``status`` and the first line of its docstring as the title)."""
+    pending = [DomainError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        title = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        if cls.code not in TYPES:
+            TYPES[cls.code] = ProblemType(cls.code, cls.status, title)
+
+
 def install(app: FastAPI) -> None:
     """Install the problem+json handlers and the ``/problems/<slug>`` pages on ``app``."""
+    register_domain_errors()
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
@@ -155,9 +170,8 @@ def install(app: FastAPI) -> None:
     async def on_ledger_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, LedgerError)
         slug = exc.code if exc.code in TYPES else "ledger-error"
-        return problem_response(
-            slug, status=TYPES[slug].status, detail=str(exc), instance=request.url.path
-        )
+        status = exc.status if isinstance(exc, DomainError) else TYPES[slug].status
+        return problem_response(slug, status=status, detail=str(exc), instance=request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)

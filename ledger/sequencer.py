@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, CursorResult, Engine, Executable, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ledger.errors import CommandFailed, LedgerClosed, LedgerError
@@ -86,6 +86,13 @@ class Tx:
         self._projections = projections
         self.wrote = False
         self.appended: list[Entry] = []
+
+    def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        """Write outside the ledger in this batch's transaction (the personal-data vault, the
+        accounts): committed with the events or not at all. Marks the command as having
+        written, like :meth:`append`."""
+        self.wrote = True
+        return self.conn.execute(statement, parameters)
 
     def append(self, type_: str, actor: str, body: Mapping[str, Any]) -> Entry:
         """Append one event; projections see it at once (later reads in this command do too).
