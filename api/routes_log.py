@@ -32,7 +32,8 @@ def checkpoint(services: ServicesDep) -> Response:
     latest = services.reader.latest_checkpoint()
     if latest is None:
         raise Problem("not-found", "no checkpoint has been signed yet")
-    return Response(latest.note, media_type=TEXT)
+    # tlog-tiles: a checkpoint must not be cached for more than a few seconds.
+    return Response(latest.note, media_type=TEXT, headers={"Cache-Control": "max-age=1"})
 
 
 @router.get("/v1/log/public-key", summary="The log's note verifier key")

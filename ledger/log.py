@@ -79,7 +79,10 @@ class LogReader:
                 .order_by(log_entries.c.idx)
             ).all()
         if len(rows) != end - start:
-            raise OutOfRange(f"the log holds no entries past {start + len(rows) - 1}")
+            raise OutOfRange(
+                f"the log holds {start + len(rows) if rows else 'no'} entries "
+                f"from {start}: [{start}, {end}) is past its end"
+            )
         return [bytes(r.data) for r in rows]
 
     def entry(self, index: int) -> bytes:

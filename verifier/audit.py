@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -83,10 +84,12 @@ class AuditState:
         """Raises SourceError for a malformed state file."""
         try:
             doc = json.loads(text)
-            root = bytes.fromhex(doc["root"])
-            if not isinstance(doc["size"], int) or doc["size"] < 0 or len(root) != 32:
-                raise ValueError("bad size or root")
-            return cls(origin=str(doc["origin"]), size=doc["size"], root=root)
+            size, origin, root_hex = doc["size"], doc["origin"], doc["root"]
+            if type(size) is not int or size < 0 or not isinstance(origin, str):
+                raise ValueError("bad size or origin")
+            if not isinstance(root_hex, str) or not re.fullmatch("[0-9a-f]{64}", root_hex):
+                raise ValueError("root must be 64 lowercase hex digits")
+            return cls(origin=origin, size=size, root=bytes.fromhex(root_hex))
         except (ValueError, KeyError, TypeError) as e:
             raise SourceError(f"malformed audit state: {e}") from e
 

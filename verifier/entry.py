@@ -34,7 +34,13 @@ ENTRY_VERSION = 1
 GENESIS_PREV = bytes(32)
 _FIELDS = frozenset({"actor", "body", "index", "prev", "time", "type", "v"})
 # fullmatch, never "$": "$" also matches before a final newline ("...Z\n" would pass).
-_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+# Month 01-12, day 01-31, hour 00-23, minute and second 00-59. A day past its month's end
+# (02-30) fits the pattern: make_entry refuses it, so the ledger never writes one.
+_TIME_RE = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
+)
+MAX_ENTRY_SIZE = 0xFFFF  # an entry bundle (C2SP tlog-tiles) prefixes each entry with a uint16
 _TYPE_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _PREV_RE = re.compile(r"[0-9a-f]{64}")
 _time_ok = _TIME_RE.fullmatch
@@ -147,9 +153,15 @@ def make_entry(
     }
     _check_fields(value)
     try:
+        parse_entry_time(time)
+    except ValueError as e:
+        raise EntryError(f"entry {index}: time {time!r} is not a real date") from e
+    try:
         data = canonical_bytes(value)
     except CanonicalError as e:
         raise EntryError(f"entry {index}: {e}") from e
+    if len(data) > MAX_ENTRY_SIZE:
+        raise EntryError(f"entry {index}: {len(data)} bytes, at most {MAX_ENTRY_SIZE}")
     return _entry(value, data)
 
 

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from verifier.checkpoint import Checkpoint, CosignatureVerifier, verify_checkpoint
-from verifier.errors import CheckpointError, InclusionProofError, NoteError, ReceiptError
+from verifier.entry import Entry, parse_entry
+from verifier.errors import (
+    CheckpointError,
+    EntryError,
+    InclusionProofError,
+    NoteError,
+    ReceiptError,
+)
 from verifier.merkle import leaf_hash, verify_inclusion
 from verifier.note import NoteVerifier, b64decode_strict, b64encode, split_note
 
@@ -259,3 +266,22 @@ def verify_receipt(
     except InclusionProofError as e:
         raise ReceiptError(f"receipt inclusion proof does not verify: {e}") from e
     return VerifiedReceipt(entry=receipt.entry, index=receipt.index, checkpoint=checkpoint)
+
+
+def verify_entry_receipt(
+    receipt: Receipt, verifier: NoteVerifier, *, origin: str | None = None
+) -> tuple[Entry, Checkpoint]:
+    """:func:`verify_receipt` for a UnionLedger entry: also checks that the proven bytes are a
+    well-formed entry that names the same index (what a member's receipt must be).
+
+    Raises:
+        ReceiptError: the receipt does not verify, or its entry is malformed or misplaced.
+    """
+    verified = verify_receipt(receipt, verifier, origin=origin)
+    try:
+        entry = parse_entry(verified.entry)
+    except EntryError as e:
+        raise ReceiptError(f"receipt entry is malformed: {e}") from e
+    if entry.index != verified.index:
+        raise ReceiptError(f"receipt entry says index {entry.index}, not {verified.index}")
+    return entry, verified.checkpoint

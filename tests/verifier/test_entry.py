@@ -107,3 +107,39 @@ def test_time_format() -> None:
     assert parse_entry_time(format_entry_time(t)) == t
     with pytest.raises(ValueError, match="naive"):
         format_entry_time(datetime(2026, 1, 1))
+
+
+def test_impossible_dates_and_oversized_entries_are_refused() -> None:
+    for time in ("2026-02-30T00:00:00.000000Z", "2026-13-01T00:00:00.000000Z"):
+        with pytest.raises(EntryError):
+            make_entry(**{**GOOD, "time": time})  # type: ignore[arg-type]
+    raw = {**GOOD, "prev": "0" * 64, "v": 1, "time": "2026-11-25T24:00:00.000000Z"}
+    with pytest.raises(EntryError):
+        parse_entry(canonical_bytes(raw))
+    with pytest.raises(EntryError, match="at most 65535"):
+        make_entry(**{**GOOD, "body": {"blob": "x" * 70_000}})  # type: ignore[arg-type]
+
+
+def test_receipts_of_entries_check_the_entry_itself() -> None:
+    from keys import PrivateKey
+    from verifier.checkpoint import Checkpoint, sign_checkpoint
+    from verifier.errors import ReceiptError
+    from verifier.merkle import leaf_hash, root_from_leaf_hashes
+    from verifier.note import NoteSigner
+    from verifier.receipt import Receipt, verify_entry_receipt
+
+    signer = NoteSigner("test.example/log", PrivateKey.generate())
+    first = make_entry(**GOOD)  # type: ignore[arg-type]
+    second = make_entry(**{**GOOD, "index": 1, "prev": first.hash})  # type: ignore[arg-type]
+    leaves = [leaf_hash(first.data), leaf_hash(second.data)]
+    note = sign_checkpoint(Checkpoint("test.example/log", 2, root_from_leaf_hashes(leaves)), signer)
+    entry, cp = verify_entry_receipt(Receipt(1, second.data, (leaves[0],), note), signer.verifier())
+    assert entry == second
+    assert cp.size == 2
+    # The right bytes at the wrong index: the Merkle proof is fine, the entry is not.
+    swapped = [leaf_hash(second.data), leaf_hash(first.data)]
+    note2 = sign_checkpoint(
+        Checkpoint("test.example/log", 2, root_from_leaf_hashes(swapped)), signer
+    )
+    with pytest.raises(ReceiptError, match="index"):
+        verify_entry_receipt(Receipt(0, second.data, (swapped[1],), note2), signer.verifier())
