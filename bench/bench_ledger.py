@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import random
@@ -156,9 +157,12 @@ class _Entries:
 
 def bench_audit(count: int = 200_000) -> None:
     prev, entries = bytes(32), []
+    rng = random.Random(7)
     stamp = format_entry_time(__import__("datetime").datetime.now(__import__("datetime").UTC))
     for i in range(count):
-        body = {"member": f"{i:043d}", "program": "summer-2026", "station": "ST-000123", "qty": 1}
+        # A member pseudonym as the ledger makes them: 16 random bytes, base64url.
+        member = base64.urlsafe_b64encode(rng.randbytes(16)).rstrip(b"=").decode()
+        body = {"member": member, "program": "summer-2026", "station": "ST-000123", "qty": 1}
         entry = make_entry(
             index=i,
             time=stamp,

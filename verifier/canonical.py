@@ -29,6 +29,14 @@ Measured on the development container (CPython 3.11.7, one core) for a ~300-byte
 (``{"actor":…,"body":{…},"index":123,"prev":<64 hex>,"time":…,"type":…,"v":1}``):
 ``canonical_bytes`` 290,000/s (270,000/s with non-ASCII text), ``parse_canonical`` 240,000/s
 (210,000/s). json.dumps with the same options alone manages 330,000/s.
+
+``parse_canonical`` has a second, faster path when the optional ``orjson`` package is present
+(it is a dependency of the project, but the module works without it): orjson decodes, a walk
+refuses floats and out-of-range integers, and orjson's sorted compact output must equal the
+input byte for byte. Whatever that path does not accept goes through the standard-library path
+above, which decides and explains; so the fast path can only ever accept what the standard path
+accepts (``tests/verifier/test_canonical.py`` checks that both agree). Measured: 3.6 us -> 1.6 us
+per ledger entry, which is what lets an audit keep up 300,000 entries/s on two cores.
 """
 
 from __future__ import annotations
@@ -37,9 +45,15 @@ import json
 import re
 from collections.abc import Callable
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]
-from typing import TypeAlias
+from typing import Any, TypeAlias, cast
 
 from verifier.errors import CanonicalError
+
+_orjson: Any
+try:  # optional accelerator; see the module docstring
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is installed with the project
+    _orjson = None
 
 JsonValue: TypeAlias = dict[str, "JsonValue"] | list["JsonValue"] | str | int | bool | None
 """A value of the canonical subset. (``canonical_bytes`` also takes tuples as arrays.)"""
@@ -265,6 +279,14 @@ def _refuse_duplicates(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValu
 _DECODER = json.JSONDecoder(
     parse_float=_refuse_float, parse_int=_parse_int, parse_constant=_refuse_constant
 )
+# Every integer of at most 15 digits is within the safe range, so the per-number range hook
+# (a Python call per integer) is only needed when the bytes hold a run of 16 or more digits
+# somewhere. Finding one: map digits to "0" and everything else to " " (one C pass), then
+# look for 16 zeros. A run inside a string is a false alarm that only costs the hooked
+# decoder. Measured: 0.25 us per entry instead of about 0.8 us of hook calls.
+_FAST_DECODER = json.JSONDecoder(parse_float=_refuse_float, parse_constant=_refuse_constant)
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_SIXTEEN_DIGITS = b"0" * 16
 # Only used to explain a rejection: duplicates already fail the byte comparison, because the
 # decoded object holds one member fewer than the input.
 _STRICT_DECODER = json.JSONDecoder(
@@ -292,12 +314,56 @@ def parse_canonical(data: bytes | bytearray | memoryview) -> JsonValue:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"canonical JSON must be bytes, not {type(data).__name__}")
     raw = bytes(data)
+    if _orjson is not None and len(raw.translate(None, _NON_BMP_LEADS)) == len(raw):
+        fast = _parse_fast(raw)
+        if fast is not _REFUSED:
+            return cast(JsonValue, fast)
+    return _parse_standard(raw)
+
+
+_REFUSED = object()
+
+
+def _parse_fast(raw: bytes) -> JsonValue | object:
+    """orjson's verdict, or ``_REFUSED`` when the standard path must decide (and explain).
+
+    Only called without non-BMP characters, where orjson's key order (UTF-8 bytes, that is code
+    points) is the JCS order.
+    """
+    assert _orjson is not None
+    try:
+        value = _orjson.loads(raw)
+    except _orjson.JSONDecodeError:
+        return _REFUSED
+    if not _plain(value):
+        return _REFUSED
+    if _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS) != raw:
+        return _REFUSED
+    return cast(object, value)
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` (as orjson decoded it) holds no float and no integer beyond the safe
+    range: the two things orjson accepts that the subset does not."""
+    kind = type(value)
+    if kind is dict:
+        return all(_plain(v) for v in value.values())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(_plain(v) for v in value)  # type: ignore[attr-defined]
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    return kind is str or kind is bool or value is None
+
+
+def _parse_standard(raw: bytes) -> JsonValue:
+    """The standard-library path of :func:`parse_canonical` (see there)."""
     try:
         text = raw.decode("utf-8")  # strict: also refuses encoded surrogates and overlongs
     except UnicodeDecodeError as e:
         raise CanonicalError(f"not UTF-8 at byte {e.start}") from e
     try:
-        value, end = _DECODER.raw_decode(text)
+        long_number = raw.translate(_DIGITS_TO_ZERO).find(_SIXTEEN_DIGITS) >= 0
+        value, end = (_DECODER if long_number else _FAST_DECODER).raw_decode(text)
     except _Invalid as e:
         raise CanonicalError(e.message) from None
     except ValueError as e:  # JSONDecodeError

@@ -286,3 +286,76 @@ def test_parse_refuses_what_stdlib_json_writes_loosely(value: JsonValue) -> None
     if loose != canonical_bytes(value):
         with pytest.raises(CanonicalError):
             parse_canonical(loose)
+
+
+# -- the optional orjson path must never accept what the standard path refuses -----------------
+
+from verifier import canonical as _canonical  # noqa: E402
+
+
+def _both(raw: bytes) -> None:
+    fast = _canonical._parse_fast(raw)
+    try:
+        standard = _canonical._parse_standard(raw)
+    except CanonicalError:
+        assert fast is _canonical._REFUSED, raw
+        return
+    assert fast is _canonical._REFUSED or fast == standard
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_fast_and_standard_paths_agree_on_canonical_bytes(value: object) -> None:
+    assert _canonical._orjson is not None, "orjson is a dependency: the fast path must be tested"
+    raw = canonical_bytes(value)
+    _both(raw)
+    assert (
+        _canonical._parse_fast(raw) == value or _canonical._parse_fast(raw) is _canonical._REFUSED
+    )
+
+
+@given(
+    value=st.dictionaries(st.text(max_size=4), st.integers() | st.floats() | st.text(max_size=4)),
+    position=st.integers(0, 1000),
+    byte=st.integers(0, 255),
+)
+def test_fast_and_standard_paths_agree_on_mutated_bytes(
+    value: dict[str, object], position: int, byte: int
+) -> None:
+    import json
+
+    raw = bytearray(
+        json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+        ).encode("utf-8", "surrogatepass")
+    )
+    if raw:
+        raw[position % len(raw)] = byte
+    _both(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[1.0]",
+        b"[1E5]",
+        b"[-0]",
+        b"[9007199254740992]",
+        b"[18446744073709551616]",
+        b'{"a":1,"a":1}',
+        b'{"b":1,"a":2}',
+        b'{"a":"\\u0041"}',
+        b"[NaN]",
+        b'"\\ud800"',
+        b" {}",
+    ],
+)
+def test_fast_path_refuses_what_the_subset_refuses(raw: bytes) -> None:
+    assert _canonical._parse_fast(raw) is _canonical._REFUSED
+    with pytest.raises(CanonicalError):
+        parse_canonical(raw)
