@@ -39,6 +39,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=FULL")  # durable on power loss, not just on crash
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
+        # Erasure overwrites what it deletes instead of leaving it in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
     finally:
         cursor.close()
 

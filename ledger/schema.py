@@ -85,6 +85,7 @@ def init_schema(engine: Engine) -> None:
     Raises:
         SchemaVersionError: the database holds another schema version.
     """
+    from ledger import members, unions, vault  # noqa: F401, PLC0415  (register their tables)
     from verifier.merkle import EMPTY_ROOT  # noqa: PLC0415  (keeps this module light)
 
     metadata.create_all(engine)

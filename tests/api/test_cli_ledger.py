@@ -28,8 +28,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     app = create_app(settings)
     with TestClient(app):
         sequencer = app.state.services.sequencer
-        sequencer.append([Event("MemberJoined", "official", {"m": i}) for i in range(1500)])
-        sequencer.append([Event("MemberLeft", "official", {"m": i}) for i in range(20)])
+        sequencer.append([Event("TestJoined", "official", {"m": i}) for i in range(1500)])
+        sequencer.append([Event("TestLeft", "official", {"m": i}) for i in range(20)])
         sequencer.checkpoint()
     return folder, log_signer(settings, ring).verifier().key_string()
 
@@ -82,10 +82,10 @@ def test_check_catches_an_edited_projection_and_rebuild_repairs_it(
     folder, _ = data_dir
     assert run("ledger", "check", "--data-dir", str(folder)).returncode == 0
     with sqlite3.connect(folder / "unionledger.db") as db:
-        db.execute("UPDATE proj_event_counts SET count = count + 1 WHERE type = 'MemberLeft'")
+        db.execute("UPDATE proj_event_counts SET count = count + 1 WHERE type = 'TestLeft'")
     check = run("ledger", "check", "--data-dir", str(folder))
     assert check.returncode == 1
-    assert "MemberLeft" in check.stdout
+    assert "TestLeft" in check.stdout
     rebuilt = run("ledger", "rebuild", "--data-dir", str(folder))
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "1520 entries" in rebuilt.stdout

@@ -33,7 +33,7 @@ def all_entries(ledger: Ledger) -> list[bytes]:
 
 def test_appends_form_one_chain_bound_to_the_tree(ledger: Ledger) -> None:
     entries = ledger.sequencer.append(
-        [Event("MemberJoined", "kid-1", {"member": "m1"}), Event("MemberLeft", "kid-1", {})]
+        [Event("TestJoined", "kid-1", {"member": "m1"}), Event("TestLeft", "kid-1", {})]
     )
     assert [e.index for e in entries] == [0, 1]
     stored = all_entries(ledger)
@@ -148,24 +148,22 @@ def test_a_failing_command_fails_alone(ledger: Ledger) -> None:
 
 
 def test_projections_rebuild_and_check(ledger: Ledger) -> None:
-    ledger.append(30, "MemberJoined")
-    ledger.append(7, "MemberLeft")
+    ledger.append(30, "TestJoined")
+    ledger.append(7, "TestLeft")
     assert compare(ledger.engine, ledger.sequencer._projections) == []
     with ledger.engine.begin() as conn:
         from sqlalchemy import update
 
-        conn.execute(
-            update(event_counts).where(event_counts.c.type == "MemberLeft").values(count=99)
-        )
+        conn.execute(update(event_counts).where(event_counts.c.type == "TestLeft").values(count=99))
     differences = compare(ledger.engine, ledger.sequencer._projections)
-    assert any("MemberLeft" in d for d in differences)
+    assert any("TestLeft" in d for d in differences)
     assert rebuild(ledger.writer, ledger.sequencer._projections) == 37
     assert compare(ledger.engine, ledger.sequencer._projections) == []
     with ledger.engine.connect() as conn:
         from sqlalchemy import select
 
         counts = dict(conn.execute(select(event_counts.c.type, event_counts.c.count)).all())
-    assert counts == {"MemberJoined": 30, "MemberLeft": 7}
+    assert counts == {"TestJoined": 30, "TestLeft": 7}
 
 
 def test_receipt_before_any_checkpoint(database_url: str) -> None:

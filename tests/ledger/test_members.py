@@ -1,0 +1,326 @@
+"""Members on SQLite and PostgreSQL: join, apply, transfer, leave, groups, erasure, privacy."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import MetaData, inspect, select
+
+from keys import PrivateKey
+from ledger import unions
+from ledger.domain import SYSTEM, Actor, Forbidden, Role
+from ledger.identity import synthetic_id_number
+from ledger.members import (
+    DuplicatePerson,
+    DuplicatePhone,
+    Members,
+    MembersProjection,
+    SameUnion,
+    UnknownJoinCode,
+    UnknownMember,
+    WrongMemberStatus,
+    get_member,
+    groups_of,
+    history_of,
+    list_members,
+)
+from ledger.projections import EventCounts, compare, rebuild
+from ledger.sequencer import Tx
+from ledger.vault import Erased, PersonalData, Vault
+from tests.ledger.conftest import Ledger, open_ledger
+from tests.ledger.test_processes import ReaderSource
+from verifier.audit import audit
+
+PROJECTIONS = [EventCounts(), unions.UnionsProjection(), MembersProjection()]
+OFFICIAL_BJ = Actor(Role.OFFICIAL, "acct-bj", "110000")
+OFFICIAL_SH = Actor(Role.OFFICIAL, "acct-sh", "310000")
+AUDITOR = Actor(Role.AUDITOR, "acct-audit")
+
+TREE = [
+    ("100000", "中华全国总工会", "national", None),
+    ("110000", "北京市总工会", "provincial", "100000"),
+    ("310000", "上海市总工会", "provincial", "100000"),
+    ("110100", "北京市朝阳区总工会", "county", "110000"),
+    ("110101", "望京街道总工会", "township", "110100"),
+    ("G-RIDERS", "某外卖平台骑手工会", "enterprise", "110101"),
+    ("G-FACTORY", "某工厂工会", "enterprise", "110101"),
+    ("G-SH-LOGI", "某物流公司工会", "enterprise", "310000"),
+]
+
+
+@dataclass
+class World:
+    ledger: Ledger
+    members: Members
+    rng: random.Random
+
+    def run(self, command):  # type: ignore[no-untyped-def]
+        return self.ledger.sequencer.execute(command)
+
+    def person(self, name: str = "张三", phone: str | None = None) -> PersonalData:
+        return PersonalData(
+            name=name,
+            id_number=synthetic_id_number(self.rng),
+            phone=phone or f"13{self.rng.randrange(10**9):09d}",
+            employer="某外卖平台",
+        )
+
+    def enrol(self, union: str = "G-RIDERS", actor: Actor = OFFICIAL_BJ, **kw):  # type: ignore[no-untyped-def]
+        person = kw.pop("person", None) or self.person()
+        return self.run(
+            lambda tx: self.members.enrol(tx, actor, union_code=union, person=person, **kw)
+        )
+
+    def size(self) -> int:
+        return self.ledger.reader.size()
+
+    def union(self, code: str) -> unions.UnionRow:
+        with self.ledger.engine.connect() as conn:
+            row = unions.get_union(conn, code)
+        assert row is not None
+        return row
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[World]:
+    lg = open_ledger(database_url, PrivateKey.generate(), checkpoint_interval=0.0)
+    lg.sequencer._projections[:] = PROJECTIONS  # the domain projections, as the app wires them
+    transfers: list[tuple[str, str, str]] = []
+    members = Members(
+        Vault(os.urandom(32)),
+        os.urandom(32),
+        transfer_hooks=[lambda tx, actor, m, a, b: transfers.append((m, a, b))],
+    )
+    w = World(lg, members, random.Random(42))
+    for code, name, kind, parent in TREE:
+        w.run(
+            lambda tx, c=code, n=name, k=kind, p=parent: unions.create_union(
+                tx, SYSTEM, code=c, name=n, kind=k, parent=p
+            )
+        )
+    w.transfers = transfers  # type: ignore[attr-defined]
+    try:
+        yield w
+    finally:
+        lg.sequencer.close()
+        lg.writer.dispose()
+        lg.engine.dispose()
+
+
+def test_enrol_counts_up_the_tree_and_keeps_personal_data_in_the_vault(world: World) -> None:
+    person = world.person("李四")
+    member = world.enrol(person=person, groups=["delivery_rider"])
+    assert member.status == "active"
+    assert world.union("G-RIDERS").members_own == 1
+    assert world.union("110000").members_subtree == 1
+    assert world.union("100000").members_subtree == 1
+    with world.ledger.engine.connect() as conn:
+        assert world.members.personal_data(conn, OFFICIAL_BJ, member.member_id) == person
+        assert [g.group for g in groups_of(conn, OFFICIAL_BJ, member.member_id)] == [
+            "delivery_rider"
+        ]
+        assert world.members.find_by_id_number(conn, OFFICIAL_BJ, person.id_number) == member
+        with pytest.raises(Forbidden):
+            world.members.personal_data(conn, AUDITOR, member.member_id)
+        with pytest.raises(UnknownMember):
+            world.members.personal_data(conn, OFFICIAL_SH, member.member_id)
+        assert world.members.member_for_phone(conn, person.phone) == member.member_id
+
+
+def test_refusals_write_nothing(world: World) -> None:
+    person = world.person()
+    world.enrol(person=person)
+    before = world.size()
+    with pytest.raises(DuplicatePerson):
+        world.enrol(
+            person=world.person()
+            if False
+            else PersonalData(name="别人", id_number=person.id_number, phone="13900000001")
+        )
+    with pytest.raises(DuplicatePhone):
+        world.enrol(person=world.person(phone=person.phone))
+    with pytest.raises(unions.UnknownUnion):
+        world.enrol(union="G-SH-LOGI")  # outside the Beijing official's subtree
+    with pytest.raises(Forbidden):
+        world.enrol(actor=AUDITOR)
+    assert world.size() == before
+    with world.ledger.engine.connect() as conn:
+        from ledger.vault import vault
+
+        assert len(conn.execute(select(vault)).all()) == 1
+
+
+def test_transfer_leave_and_rejoin(world: World) -> None:
+    person = world.person()
+    member = world.enrol(person=person)
+    mid = member.member_id
+    world.run(lambda tx: world.members.transfer(tx, OFFICIAL_BJ, mid, "G-FACTORY"))
+    assert world.transfers == [(mid, "G-RIDERS", "G-FACTORY")]  # type: ignore[attr-defined]
+    assert world.union("G-RIDERS").members_own == 0
+    assert world.union("G-FACTORY").members_own == 1
+    with pytest.raises(SameUnion):
+        world.run(lambda tx: world.members.transfer(tx, OFFICIAL_BJ, mid, "G-FACTORY"))
+    with pytest.raises(unions.UnknownUnion):
+        world.run(lambda tx: world.members.transfer(tx, OFFICIAL_BJ, mid, "G-SH-LOGI"))
+    # The national federation's official can move a member across provinces.
+    national = Actor(Role.OFFICIAL, "acct-national", "100000")
+    world.run(lambda tx: world.members.transfer(tx, national, mid, "G-SH-LOGI"))
+    with pytest.raises(UnknownMember):  # now outside Beijing
+        world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_SH, mid))
+    with pytest.raises(WrongMemberStatus):
+        world.run(lambda tx: world.members.leave(tx, OFFICIAL_SH, mid))
+    assert world.union("100000").members_subtree == 0
+    again = world.enrol(person=person, union="G-RIDERS")  # re-join: the same pseudonym
+    assert again.member_id == mid
+    assert again.status == "active"
+    with world.ledger.engine.connect() as conn:
+        events = [h["event"] for h in history_of(conn, OFFICIAL_BJ, mid)]
+    assert events == [
+        "MemberEnrolled",
+        "MemberTransferred",
+        "MemberTransferred",
+        "MemberLeft",
+        "MemberRejoined",
+    ]
+
+
+def test_apply_with_a_join_code_and_approval(world: World) -> None:
+    riders = world.union("G-RIDERS")
+    applicant = world.run(
+        lambda tx: world.members.apply(tx, join_code=riders.join_code, person=world.person())
+    )
+    assert applicant.status == "pending"
+    assert world.union("G-RIDERS").members_own == 0
+    world.run(lambda tx: world.members.approve(tx, OFFICIAL_BJ, applicant.member_id))
+    assert world.union("G-RIDERS").members_own == 1
+    with pytest.raises(WrongMemberStatus):
+        world.run(lambda tx: world.members.approve(tx, OFFICIAL_BJ, applicant.member_id))
+    with pytest.raises(UnknownJoinCode):
+        world.run(lambda tx: world.members.apply(tx, join_code="nope", person=world.person()))
+    world.run(lambda tx: unions.set_join_policy(tx, SYSTEM, code="G-FACTORY", auto_approve=True))
+    factory = world.union("G-FACTORY")
+    auto = world.run(
+        lambda tx: world.members.apply(tx, join_code=factory.join_code, person=world.person())
+    )
+    assert auto.status == "active"
+
+
+def test_groups_with_dates_and_the_sensitive_one(world: World) -> None:
+    mid = world.enrol().member_id
+    world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, mid, "hardship", "2026-01-01"))
+    world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, mid, "courier", "2026-02-01"))
+    world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, mid, "courier", "2026-06-01"))
+    with world.ledger.engine.connect() as conn:
+        seen = {g.group for g in groups_of(conn, OFFICIAL_BJ, mid)}
+        assert seen == {"hardship", "courier"}
+        assert {g.group for g in groups_of(conn, AUDITOR, mid)} == {"courier"}
+        assert {g.group for g in groups_of(conn, OFFICIAL_BJ, mid, on="2026-07-01")} == {"hardship"}
+        assert {g.group for g in groups_of(conn, OFFICIAL_BJ, mid, on="2026-03-01")} == {
+            "hardship",
+            "courier",
+        }
+        member = Actor(Role.MEMBER, mid, mid)
+        assert "hardship" in {g.group for g in groups_of(conn, member, mid)}
+        with pytest.raises(Forbidden):
+            list_members(conn, AUDITOR, union_code="100000", group="hardship")
+        found = list_members(conn, OFFICIAL_BJ, union_code="110000", group="hardship")
+        assert [m.member_id for m in found] == ([mid] if _today() >= "2026-01-01" else [])
+    from ledger.members import BadGroup
+
+    with pytest.raises(BadGroup):
+        world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, mid, "hardship"))
+    with pytest.raises(BadGroup):
+        world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, mid, "astronaut"))
+    with pytest.raises(BadGroup):
+        world.run(
+            lambda tx: world.members.end_group(tx, OFFICIAL_BJ, mid, "hardship", "2025-01-01")
+        )
+
+
+def _today() -> str:
+    from datetime import date
+
+    return date.today().isoformat()
+
+
+def test_erasure_shreds_personal_data_and_the_ledger_still_verifies(world: World) -> None:
+    person = world.person("王五")
+    mid = world.enrol(person=person).member_id
+    world.run(lambda tx: world.members.erase(tx, OFFICIAL_BJ, mid))
+    with world.ledger.engine.connect() as conn:
+        with pytest.raises(Erased):
+            world.members.personal_data(conn, OFFICIAL_BJ, mid)
+        with pytest.raises(UnknownMember):
+            world.members.find_by_id_number(conn, OFFICIAL_BJ, person.id_number)
+        assert world.members.member_for_phone(conn, person.phone) is None
+        assert get_member(conn, mid).status == "erased"  # type: ignore[union-attr]
+    assert world.union("G-RIDERS").members_own == 0
+    with pytest.raises(WrongMemberStatus):
+        world.run(lambda tx: world.members.erase(tx, OFFICIAL_BJ, mid))
+    world.ledger.sequencer.checkpoint()
+    assert audit(ReaderSource(world.ledger.reader), world.ledger.verifier).entries == world.size()
+
+
+def test_no_personal_data_in_any_table_or_the_ledger(world: World) -> None:
+    people = [
+        PersonalData(
+            name=f"测试名字{i}甲乙",
+            id_number=synthetic_id_number(world.rng),
+            phone=f"1391234{i:04d}",
+            employer=f"很特别的雇主{i}",
+        )
+        for i in range(5)
+    ]
+    ids = [world.enrol(person=p).member_id for p in people]
+    world.run(lambda tx: world.members.erase(tx, OFFICIAL_BJ, ids[0]))
+    needles = []
+    for p in people:
+        needles += [p.name, p.id_number, p.phone, p.employer or ""]
+    raw_needles = [n.encode("utf-8") for n in needles]
+    engine = world.ledger.engine
+    reflected = MetaData()
+    reflected.reflect(engine)
+    with engine.connect() as conn:
+        for table in reflected.sorted_tables:
+            for row in conn.execute(select(table)).all():
+                for value in row:
+                    blob = value if isinstance(value, bytes) else str(value).encode("utf-8")
+                    for needle in raw_needles:
+                        assert needle not in blob, (table.name, needle.decode())
+    for data in world.ledger.reader.entries(0, world.size()):
+        for needle in raw_needles:
+            assert needle not in data
+    assert "vault" in inspect(engine).get_table_names()
+
+
+def test_rebuild_reproduces_the_member_tables(world: World) -> None:
+    mid = world.enrol().member_id
+    world.run(lambda tx: world.members.transfer(tx, OFFICIAL_BJ, mid, "G-FACTORY"))
+    world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, mid, "female_worker"))
+    world.enrol()
+    erased = world.enrol().member_id
+    world.run(lambda tx: world.members.erase(tx, OFFICIAL_BJ, erased))
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+    rebuild(world.ledger.writer, PROJECTIONS)
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+    assert world.union("110000").members_subtree == 2
+
+
+def test_commands_in_one_batch_see_each_other(world: World) -> None:
+    person = world.person()
+
+    def twice(tx: Tx) -> None:
+        world.members.enrol(tx, OFFICIAL_BJ, union_code="G-RIDERS", person=person)
+        world.members.enrol(tx, OFFICIAL_BJ, union_code="G-FACTORY", person=person)
+
+    before = world.size()
+    from ledger.errors import CommandFailed
+
+    with pytest.raises((DuplicatePerson, CommandFailed)):
+        world.run(twice)
+    assert world.size() == before  # the whole command was rolled back
