@@ -14,14 +14,17 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 import keys
-from api import problems, routes_log
+from api import auth, problems, routes_auth, routes_log, routes_members, routes_unions
+from api.bootstrap import ensure_secrets
 from api.deps import Services, ServicesDep, log_signer
 from api.settings import ConfigError, Settings
 from ledger.db import make_engine
 from ledger.log import LogReader
+from ledger.members import Members
 from ledger.projections import default_projections
 from ledger.schema import SchemaVersionError, init_schema
 from ledger.sequencer import Sequencer
+from ledger.vault import Vault
 
 log = logging.getLogger("unionledger.api")
 
@@ -47,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             f"{settings.data_dir} has no keyring: run `unionledger init --data-dir "
             f"{settings.data_dir}` first (or serve with --demo)"
         )
-    keyring = store.load(passphrase)
+    keyring = ensure_secrets(store, store.load(passphrase), passphrase)
     engine = make_engine(settings.database_url)
     try:
         init_schema(engine)
@@ -57,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     writer_engine = make_engine(settings.database_url, writer=True)
     log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint
+    members = Members(Vault.from_keyring(keyring), keyring.secret("member-pseudonym"))
     services = Services(
         settings=settings,
         engine=engine,
@@ -68,7 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
             signer=lambda: log_signer(settings, keyring),
             projections=default_projections(),
         ),
+        members=members,
+        auth=auth.AuthService.for_settings(settings, engine, keyring),
     )
+    assert services.auth is not None
+    services.auth.directory = members  # members log in with a one-time code to their phone
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     problems.install(app)
+    auth.install(app)  # auth: invalid-credentials / account-locked problems with their headers
+    app.include_router(routes_auth.router)
+    app.include_router(routes_unions.router)
+    app.include_router(routes_members.router)
     app.include_router(routes_log.router)
 
     @app.get("/healthz", tags=["public"], summary="Liveness and database check")

@@ -48,9 +48,28 @@ def load_provinces(path: Path | None = None) -> list[Province]:
         ]
 
 
+# The keyring's symmetric secrets: what each is for is in docs/keys.md.
+SECRETS = ("accounts", "member-pseudonym", "vault-master")
+
+
+def ensure_secrets(store: keys.KeyStore, keyring: keys.Keyring, passphrase: str) -> keys.Keyring:
+    """``keyring`` with every secret of :data:`SECRETS`, added to the file first when missing
+    (a data directory made before the secret existed). Never replaces one."""
+    if all(name in keyring.secret_names() for name in SECRETS):
+        return keyring
+    with store.locked():
+        ring = store.load(passphrase)
+        for name in SECRETS:
+            ring = ring.with_secret(name)
+        store.save(ring, passphrase)
+    return ring
+
+
 def initial_keyring(now: datetime, issuer_scopes: tuple[str, ...] = ()) -> keys.Keyring:
-    """A new keyring: one root, log and api key, and an issuer key per scope."""
+    """A new keyring: one root, log and api key, an issuer key per scope, and the secrets."""
     ring = keys.Keyring()
+    for name in SECRETS:
+        ring = ring.with_secret(name)
     for role in (keys.Role.ROOT, keys.Role.LOG, keys.Role.API):
         ring, _ = ring.rotate(role, now)
     for scope in issuer_scopes:

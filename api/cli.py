@@ -51,6 +51,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.demo:
         init_data_dir(settings, keys.utc_now())
     app = create_app(settings)
+    if settings.demo:
+        from api import demo  # noqa: PLC0415
+
+        services = app.state.services
+        summary = demo.seed(services.engine, services.sequencer, services.members)
+        print(demo.banner(summary), flush=True)
     print(f"UnionLedger serving on http://{settings.host}:{settings.port}", flush=True)
     print(f"  data directory: {settings.data_dir}", flush=True)
     print(f"  database:       {app.state.services.engine.url.render_as_string()}", flush=True)
@@ -370,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_keys_commands(sub.add_parser("keys", help="manage Ed25519 keys and the trust list"))
     _add_ledger_commands(sub.add_parser("ledger", help="the ledger: status, export, projections"))
+    _add_accounts_commands(sub.add_parser("accounts", help="officials' and auditors' logins"))
 
     a = sub.add_parser(
         "audit",
@@ -470,6 +477,130 @@ def _add_keys_commands(keys_cmd: argparse.ArgumentParser) -> None:
     k.add_argument("token_file", metavar="TRUST_LIST_FILE")
     k.add_argument("--root", required=True, help="the root public key: a JWK or JWKS file")
     k.set_defaults(func=cmd_keys_verify_trust_list)
+
+
+# -- accounts (officials' and auditors' logins: api/auth.py, ledger/accounts.py) ---------------
+
+
+def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # noqa: PLR0915
+    # (one self-contained function for the whole group, handlers included)
+    """``unionledger accounts add|list|disable``. Exit 1: username taken or unknown; 2: unusable
+    username, role, scope or password. The password comes from ``UNIONLEDGER_NEW_PASSWORD`` or
+    a prompt, and is never echoed, printed or logged."""
+    import getpass  # noqa: PLC0415
+    from contextlib import contextmanager  # noqa: PLC0415
+
+    from sqlalchemy import Connection  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ledger import accounts  # noqa: PLC0415  (also registers the tables)
+    from ledger.domain import DomainError, Invalid  # noqa: PLC0415
+
+    @contextmanager
+    def transaction(args: argparse.Namespace) -> Iterator[Connection]:
+        from ledger.db import make_engine  # noqa: PLC0415
+        from ledger.schema import init_schema  # noqa: PLC0415
+
+        engine = make_engine(_settings(args).database_url)
+        try:
+            init_schema(engine)  # creates the account tables in an older database
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def run(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def wrapped(args: argparse.Namespace) -> int:
+            try:
+                return action(args)
+            except Invalid as e:
+                return _fail(EXIT_USAGE, str(e))
+            except DomainError as e:
+                return _fail(EXIT_FAILED, str(e))
+            except (SQLAlchemyError, RuntimeError) as e:
+                return _fail(EXIT_FAILED, f"database: {type(e).__name__}")
+
+        return wrapped
+
+    def new_password() -> str:
+        from_env = os.environ.get("UNIONLEDGER_NEW_PASSWORD")
+        if from_env:
+            return from_env
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise Invalid("the two passwords differ")
+        return password
+
+    def add(args: argparse.Namespace) -> int:
+        accounts.check_new_password(password := new_password())
+        with transaction(args) as conn:
+            account = accounts.create_account(
+                conn,
+                username=args.username,
+                password=password,
+                role=args.role,
+                scope=args.scope,
+                now=int(keys.utc_now().timestamp()),
+            )
+        print(f"created {account.role.value} account {account.account_id} ({account.username})")
+        return EXIT_OK
+
+    def list_(args: argparse.Namespace) -> int:
+        now = int(keys.utc_now().timestamp())
+        with transaction(args) as conn:
+            rows = accounts.list_accounts(conn)
+        status = {
+            a.account_id: "disabled" if a.disabled else "locked" if a.locked_at(now) else "active"
+            for a in rows
+        }
+        if args.json:
+            doc = [
+                {
+                    "username": a.username,
+                    "account_id": a.account_id,
+                    "role": a.role.value,
+                    "scope": a.scope,
+                    "totp": a.totp_enabled,
+                    "status": status[a.account_id],
+                }
+                for a in rows
+            ]
+            print(json.dumps(doc, indent=2, ensure_ascii=False))
+            return EXIT_OK
+        print(f"{'USERNAME':<24} {'ACCOUNT':<22} {'ROLE':<9} {'SCOPE':<10} {'TOTP':<5} STATUS")
+        for a in rows:
+            print(
+                f"{a.username:<24} {a.account_id:<22} {a.role.value:<9} {a.scope or '-':<10} "
+                f"{'yes' if a.totp_enabled else 'no':<5} {status[a.account_id]}"
+            )
+        return EXIT_OK
+
+    def disable(args: argparse.Namespace) -> int:
+        with transaction(args) as conn:
+            account = accounts.disable_account(conn, args.username, int(keys.utc_now().timestamp()))
+        print(f"disabled {account.username} ({account.account_id}); its sessions are revoked")
+        return EXIT_OK
+
+    asub = accounts_cmd.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    k = asub.add_parser(
+        "add",
+        help="create an official's or auditor's account",
+        description="The password (12+ characters) is read from $UNIONLEDGER_NEW_PASSWORD, "
+        "or asked for without echo.",
+    )
+    _data_dir(k)
+    k.add_argument("--username", required=True)
+    k.add_argument("--role", required=True, choices=sorted(r.value for r in accounts.ACCOUNT_ROLES))
+    k.add_argument("--scope", help="an official's union code (their subtree)")
+    k.set_defaults(func=run(add))
+    k = asub.add_parser("list", help="list accounts (never their secrets)")
+    _data_dir(k)
+    k.add_argument("--json", action="store_true", help="machine-readable output")
+    k.set_defaults(func=run(list_))
+    k = asub.add_parser("disable", help="disable an account and end its sessions")
+    _data_dir(k)
+    k.add_argument("username", metavar="USERNAME")
+    k.set_defaults(func=run(disable))
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)

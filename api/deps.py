@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -11,8 +11,12 @@ from sqlalchemy import Engine
 import keys
 from api.settings import Settings
 from ledger.log import LogReader
+from ledger.members import Members
 from ledger.sequencer import Sequencer
 from verifier.note import NoteSigner, NoteVerifier
+
+if TYPE_CHECKING:  # api.auth imports this module
+    from api.auth import AuthService
 
 
 @dataclass
@@ -24,6 +28,8 @@ class Services:
     keyring: keys.Keyring
     reader: LogReader
     sequencer: Sequencer
+    members: Members
+    auth: AuthService | None = None  # logins and tokens (api/auth.py); None: every login is 503
 
     def log_verifier(self) -> NoteVerifier:
         return log_signer(self.settings, self.keyring).verifier()

@@ -114,7 +114,8 @@ def register_domain_errors() -> None:
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
-        title = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        doc = " ".join((cls.__doc__ or cls.__name__).split())
+        title = getattr(cls, "title", None) or doc.split(". ")[0].split(" (")[0].rstrip(".")
         if cls.code not in TYPES:
             TYPES[cls.code] = ProblemType(cls.code, cls.status, title)
 

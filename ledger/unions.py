@@ -34,7 +34,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeGuard
 
 from sqlalchemy import (
@@ -49,6 +49,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     case,
     func,
     literal,
@@ -223,21 +224,28 @@ class UnionRow:
         return path_codes(self.path)
 
 
+_KIND_OF: Mapping[str, Kind] = {k.value: k for k in Kind}
+_STATUS_OF: Mapping[str, Status] = {s.value: s for s in Status}
+# _row unpacks rows by position (listing 100 rows by name cost 3x as much): keep them in step.
+assert [c.name for c in unions.columns] == [f.name for f in fields(UnionRow)]
+
+
 def _row(r: Any) -> UnionRow:
+    code, name, kind, parent, path, depth, status, join_code, auto, own, below, created, at = r
     return UnionRow(
-        code=r.code,
-        name=r.name,
-        kind=Kind(r.kind),
-        parent=r.parent,
-        path=r.path,
-        depth=int(r.depth),
-        status=Status(r.status),
-        join_code=r.join_code,
-        auto_approve=bool(r.auto_approve),
-        members_own=int(r.members_own),
-        members_subtree=int(r.members_subtree),
-        created_at=r.created_at,
-        updated_at=r.updated_at,
+        code,
+        name,
+        _KIND_OF[kind],
+        parent,
+        path,
+        depth,
+        _STATUS_OF[status],
+        join_code,
+        bool(auto),
+        own,
+        below,
+        created,
+        at,
     )
 
 
@@ -266,17 +274,38 @@ def _contains(path: str, code: str) -> bool:
 
 
 # --- queries -----------------------------------------------------------------------------------
+#
+# The statements on hot paths (a member joining, a head count) are built once: building one costs
+# more than SQLite takes to run it.
+
+_BY_CODE = select(unions).where(unions.c.code == bindparam("code"))
+_BY_JOIN_CODE = select(unions).where(unions.c.join_code == bindparam("join_code"))
+_PATH = select(unions.c.path).where(unions.c.code == bindparam("code"))
+_SUBTREE_COUNT = select(unions.c.members_subtree).where(unions.c.code == bindparam("code"))
+_PATH_AND_OWN = select(unions.c.path, unions.c.members_own).where(
+    unions.c.code == bindparam("code")
+)
+_A_NATIONAL = select(unions.c.code).where(unions.c.kind == Kind.NATIONAL.value).limit(1)
+_DELTA = bindparam("delta", type_=BigInteger)
+_ADD_SUBTREE = (
+    update(unions)
+    .where(unions.c.code.in_(bindparam("chain", expanding=True)))
+    .values(members_subtree=unions.c.members_subtree + _DELTA)
+)
+_ADD_MEMBERS = _ADD_SUBTREE.values(
+    members_own=unions.c.members_own + case((unions.c.code == bindparam("own"), _DELTA), else_=0)
+)
 
 
 def get_union(conn: Connection, code: str) -> UnionRow | None:
     """The union ``code``, open or closed, or ``None``."""
-    r = conn.execute(select(unions).where(unions.c.code == code)).first()
+    r = conn.execute(_BY_CODE, {"code": code}).first()
     return None if r is None else _row(r)
 
 
 def union_by_join_code(conn: Connection, join_code: str) -> UnionRow | None:
     """The union whose join code is ``join_code`` (open or closed), or ``None``."""
-    r = conn.execute(select(unions).where(unions.c.join_code == join_code)).first()
+    r = conn.execute(_BY_JOIN_CODE, {"join_code": join_code}).first()
     return None if r is None else _row(r)
 
 
@@ -312,7 +341,7 @@ def require_active_union(conn: Connection, actor: Actor, code: str) -> UnionRow:
 
 def is_within(conn: Connection, ancestor_code: str, code: str) -> bool:
     """Whether ``code`` is ``ancestor_code`` or below it (``False`` when either is missing)."""
-    path = conn.execute(select(unions.c.path).where(unions.c.code == code)).scalar()
+    path = conn.execute(_PATH, {"code": code}).scalar()
     return path is not None and _contains(path, ancestor_code)
 
 
@@ -322,7 +351,7 @@ def chain(conn: Connection, code: str) -> list[str]:
     Raises:
         UnknownUnion: no such union.
     """
-    path = conn.execute(select(unions.c.path).where(unions.c.code == code)).scalar()
+    path = conn.execute(_PATH, {"code": code}).scalar()
     if path is None:
         raise _unknown(code)
     return path_codes(path)
@@ -360,16 +389,19 @@ def list_subtree(
     """
     if not 1 <= limit <= PAGE_MAX:
         raise ValueError(f"limit must be 1..{PAGE_MAX}")
-    root = conn.execute(select(unions.c.path).where(unions.c.code == code)).scalar()
+    root = conn.execute(_PATH, {"code": code}).scalar()
     if root is None:
         raise _unknown(code)
-    query = select(unions).where(_in_subtree(root))
+    # One lower bound, not two: SQLite seeks the index on only one of them and would scan
+    # from the subtree's start to ``after`` to apply the other.
+    if after is not None and after >= root:
+        query = select(unions).where(unions.c.path > after, unions.c.path < path_upper(root))
+    else:
+        query = select(unions).where(_in_subtree(root))
     if kind is not None:
         query = query.where(unions.c.kind == _kind(kind).value)
     if status is not None:
         query = query.where(unions.c.status == Status(status).value)
-    if after is not None:
-        query = query.where(unions.c.path > after)
     rows = conn.execute(query.order_by(unions.c.path).limit(limit)).all()
     return [_row(r) for r in rows]
 
@@ -380,7 +412,7 @@ def subtree_member_count(conn: Connection, code: str) -> int:
     Raises:
         UnknownUnion: no such union.
     """
-    count = conn.execute(select(unions.c.members_subtree).where(unions.c.code == code)).scalar()
+    count = conn.execute(_SUBTREE_COUNT, {"code": code}).scalar()
     if count is None:
         raise _unknown(code)
     return int(count)
@@ -400,21 +432,12 @@ def adjust_member_counts(conn: Connection, code: str, delta: int) -> None:
         raise TypeError("delta must be an int")
     if delta == 0:
         return
-    r = conn.execute(
-        select(unions.c.path, unions.c.members_own).where(unions.c.code == code)
-    ).first()
+    r = conn.execute(_PATH_AND_OWN, {"code": code}).first()
     if r is None:
         raise _unknown(code)
     if r.members_own + delta < 0:
         raise ValueError(f"union {code!r} has {r.members_own} members, cannot add {delta}")
-    conn.execute(
-        update(unions)
-        .where(unions.c.code.in_(path_codes(r.path)))
-        .values(
-            members_subtree=unions.c.members_subtree + delta,
-            members_own=unions.c.members_own + case((unions.c.code == code, delta), else_=0),
-        )
-    )
+    conn.execute(_ADD_MEMBERS, {"chain": path_codes(r.path), "own": code, "delta": delta})
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -444,11 +467,19 @@ def _check_code(code: object) -> str:
     return code
 
 
-def _check_name(name: object) -> str:
+def _name_problem(name: object) -> str | None:
     if not isinstance(name, str) or not 0 < len(name) <= NAME_MAX or name != name.strip():
-        raise BadUnionName("a union name is 1 to 200 characters without edge spaces")
+        return "a union name is 1 to 200 characters without edge spaces"
     if any(unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" for ch in name):
-        raise BadUnionName("a union name may not hold control or format characters")
+        return "a union name may not hold control or format characters"
+    return None
+
+
+def _check_name(name: object) -> str:
+    problem = _name_problem(name)
+    if problem is not None:
+        raise BadUnionName(problem)
+    assert isinstance(name, str)
     return name
 
 
@@ -508,8 +539,7 @@ def create_union(
     if get_union(conn, code) is not None:
         raise DuplicateUnion(f"union {code!r} already exists")
     if above is None:
-        exists = select(unions.c.code).where(unions.c.kind == Kind.NATIONAL.value).limit(1)
-        if conn.execute(exists).first() is not None:
+        if conn.execute(_A_NATIONAL).first() is not None:
             raise BadTreeShape("there is already a national federation")
     else:
         _check_rank(level, above)
@@ -602,8 +632,11 @@ def set_join_policy(tx: Tx, actor: Actor, *, code: str, auto_approve: bool) -> E
 # --- the projection ----------------------------------------------------------------------------
 #
 # The commands make sure each event fits the tree. An event they would have refused can only come
-# from a direct append; the projection must not fail on anything the ledger accepted, so such an
-# event leaves the table unchanged (deterministically: a rebuild does the same).
+# from a direct append; the projection must not fail on anything the ledger accepted, so an event
+# that would break the table's shape (a missing union, a cycle, ranks out of order, a second
+# national union, a duplicate code or join code, a malformed field) leaves the table unchanged,
+# deterministically: a rebuild does the same. Policy (a closed parent, an official's scope) is the
+# commands' alone.
 
 
 def _created(conn: Connection, entry: Entry) -> None:
@@ -612,17 +645,20 @@ def _created(conn: Connection, entry: Entry) -> None:
     name, kind = b.get("name"), b.get("kind")
     if not (_is_code(code) and (parent is None or _is_code(parent))):
         return
-    if not (isinstance(name, str) and kind in _KINDS and isinstance(join_code, str)):
+    if _name_problem(name) or kind not in _KINDS or not isinstance(join_code, str):
+        return
+    if len(join_code) != JOIN_CODE_LENGTH:
         return
     if get_union(conn, code) is not None or union_by_join_code(conn, join_code) is not None:
         return
+    level = _KIND_OF[kind]
     if parent is None:
+        if level is not Kind.NATIONAL or conn.execute(_A_NATIONAL).first() is not None:
+            return
         path, depth = f"/{code}/", 0
     else:
-        up = conn.execute(
-            select(unions.c.path, unions.c.depth).where(unions.c.code == parent)
-        ).first()
-        if up is None:
+        up = get_union(conn, parent)
+        if up is None or level.rank <= up.kind.rank:
             return
         path, depth = f"{up.path}{code}/", up.depth + 1
     conn.execute(
@@ -648,11 +684,8 @@ def _moved(conn: Connection, entry: Entry) -> None:
     code, parent = entry.body.get("code"), entry.body.get("parent")
     if not (_is_code(code) and _is_code(parent)):
         return
-    row = conn.execute(
-        select(unions.c.path, unions.c.depth, unions.c.members_subtree).where(unions.c.code == code)
-    ).first()
-    up = conn.execute(select(unions.c.path, unions.c.depth).where(unions.c.code == parent)).first()
-    if row is None or up is None or _contains(up.path, code):
+    row, up = get_union(conn, code), get_union(conn, parent)
+    if row is None or up is None or _contains(up.path, code) or row.kind.rank <= up.kind.rank:
         return
     old, new = row.path, f"{up.path}{code}/"
     # The whole subtree is re-pathed in one statement: the new prefix + what followed the old.
@@ -666,16 +699,12 @@ def _moved(conn: Connection, entry: Entry) -> None:
         )
     )
     conn.execute(update(unions).where(unions.c.code == code).values(parent=parent))
-    moving = int(row.members_subtree)
+    moving = row.members_subtree
     if moving:
         before, after = set(path_codes(old)[:-1]), set(path_codes(new)[:-1])
         for codes, delta in ((before - after, -moving), (after - before, moving)):
             if codes:
-                conn.execute(
-                    update(unions)
-                    .where(unions.c.code.in_(sorted(codes)))
-                    .values(members_subtree=unions.c.members_subtree + delta)
-                )
+                conn.execute(_ADD_SUBTREE, {"chain": sorted(codes), "delta": delta})
 
 
 def _setter(column: str, value: Callable[[Mapping[str, Any]], object]) -> _Apply:
@@ -693,7 +722,7 @@ def _setter(column: str, value: Callable[[Mapping[str, Any]], object]) -> _Apply
 
 def _name(body: Mapping[str, Any]) -> str | None:
     name = body.get("name")
-    return name if isinstance(name, str) else None
+    return None if _name_problem(name) else name
 
 
 def _flag(body: Mapping[str, Any]) -> bool | None:

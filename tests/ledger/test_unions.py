@@ -636,10 +636,19 @@ def test_officials_act_only_inside_their_subtree(ledger: Ledger) -> None:
 TIME = "2026-11-25T08:00:00.000000Z"
 
 
+LEVELS = ["national", "provincial", "city", "county", "township", "enterprise"]
+
+
 @st.composite
 def trees_and_changes(draw: st.DrawFn) -> tuple[list[int], list[tuple[str, int, int]]]:
-    size = draw(st.integers(1, 20))
-    parents = [-1] + [draw(st.integers(0, i - 1)) for i in range(1, size)]
+    """A tree as each union's parent index (kinds follow depth, down to grassroots at 5) and a
+    list of changes: (count, union, delta) or (move, union, seed of the new parent)."""
+    size = draw(st.integers(1, 24))
+    parents, depth = [-1], [0]
+    for i in range(1, size):
+        p = draw(st.sampled_from([j for j in range(i) if depth[j] < 5]))
+        parents.append(p)
+        depth.append(depth[p] + 1)
     op = st.tuples(
         st.sampled_from(["count", "count", "move"]),
         st.integers(0, size - 1),
@@ -650,6 +659,7 @@ def trees_and_changes(draw: st.DrawFn) -> tuple[list[int], list[tuple[str, int, 
 
 def test_member_counts_roll_up_the_tree(ledger: Ledger) -> None:
     projection = UnionsProjection()
+    moves = []
 
     def apply(conn: Connection, type_: str, body: dict[str, Any]) -> None:
         entry = make_entry(index=0, time=TIME, type=type_, actor="test", body=body, prev=bytes(32))
@@ -662,21 +672,21 @@ def test_member_counts_roll_up_the_tree(ledger: Ledger) -> None:
         codes = [f"U{i}" for i in range(len(parents))]
         own = dict.fromkeys(codes, 0)
         parent: dict[str, str | None] = {}
+        rank: dict[str, int] = {}
         with ledger.engine.connect() as conn, conn.begin() as tx:
             for i, p in enumerate(parents):
-                parent[codes[i]] = None if p < 0 else codes[p]
-                apply(
-                    conn,
-                    "UnionCreated",
-                    {
-                        "code": codes[i],
-                        "name": codes[i],
-                        "parent": parent[codes[i]],
-                        "kind": "national" if p < 0 else "regional",
-                        "join_code": f"J{i:09d}",
-                        "auto_approve": False,
-                    },
-                )
+                code = codes[i]
+                parent[code] = None if p < 0 else codes[p]
+                rank[code] = 0 if p < 0 else rank[codes[p]] + 1
+                body = {
+                    "code": code,
+                    "name": code,
+                    "parent": parent[code],
+                    "kind": LEVELS[rank[code]],
+                    "join_code": f"J{i:09d}",
+                    "auto_approve": False,
+                }
+                apply(conn, "UnionCreated", body)
             for what, i, n in changes:
                 code = codes[i]
                 if what == "count":
@@ -684,14 +694,13 @@ def test_member_counts_roll_up_the_tree(ledger: Ledger) -> None:
                     adjust_member_counts(conn, code, delta)
                     own[code] += delta
                     continue
-                target = codes[(i + n) % len(codes)]  # some union to move below
-                up: str | None = target
-                while up is not None and up != code:
-                    up = parent[up]
-                if parent[code] is None or up == code:  # the root, or a cycle: not a move
+                above = [c for c in codes if rank[c] < rank[code]]  # ranks rule out cycles
+                if not above:  # the national union stays where it is
                     continue
+                target = above[n % len(above)]
                 apply(conn, "UnionMoved", {"code": code, "parent": target})
                 parent[code] = target
+                moves.append(code)
             check_paths(conn)
             check_counts_roll_up(conn)
             found = {r.code: (r.parent, r.members_own) for r in conn.execute(select(unions))}
@@ -702,6 +711,7 @@ def test_member_counts_roll_up_the_tree(ledger: Ledger) -> None:
             tx.rollback()
 
     check()
+    assert moves  # the examples did move subtrees around
 
 
 def test_adjust_member_counts_fails_closed(ledger: Ledger) -> None:
@@ -754,14 +764,26 @@ def test_events_the_commands_would_refuse_change_nothing(ledger: Ledger) -> None
     build(ledger)
     before = table(ledger)
     base = {"name": "x", "kind": "enterprise", "join_code": "ZZZZZZZZZZ", "auto_approve": False}
+
+    def created(**fields: Any) -> Event:
+        return Event("UnionCreated", "test", base | {"parent": STREET} | fields)
+
     ledger.sequencer.append(
         [
-            Event("UnionCreated", "test", base | {"code": "X1", "parent": "999999"}),
-            Event("UnionCreated", "test", base | {"code": HAIDIAN, "parent": CITY}),
-            Event("UnionCreated", "test", base | {"code": "X2", "parent": STREET, "kind": "x"}),
+            created(code="X1", parent="999999"),
+            created(code=HAIDIAN, parent=CITY),  # a duplicate code
+            created(code="X2", kind="x"),
+            created(code="X3", parent=None, kind="national"),  # a second national union
+            created(code="X4", kind="city"),  # ranks out of order
+            created(code="X5", name="x" * 201),
+            created(code="X6", join_code="Z"),
+            created(code="X7", join_code=row(ledger, STREET).join_code),
+            Event("UnionMoved", "test", {"code": HAIDIAN, "parent": CBD}),  # county below township
+            Event("UnionMoved", "test", {"code": NATIONAL, "parent": BEIJING}),
             Event("UnionMoved", "test", {"code": CITY, "parent": STREET}),  # a cycle
             Event("UnionMoved", "test", {"code": STREET, "parent": 7}),
             Event("UnionRenamed", "test", {"code": STREET, "name": 7}),
+            Event("UnionRenamed", "test", {"code": STREET, "name": ""}),
             Event("UnionJoinPolicySet", "test", {"code": STREET, "auto_approve": "yes"}),
             Event("UnionClosed", "test", {"code": "999999"}),
         ]
