@@ -751,8 +751,12 @@ class Members:
     def rejoin(self, tx: Tx, actor: Actor, member_id: str, union_code: str) -> Entry:
         _official(actor)
         member = get_member(tx.conn, member_id)
-        if member is None or member.status != Status.LEFT:
-            raise UnknownMember(f"no member {member_id!r} who left")
+        if member is None or not (member.status == Status.LEFT or _can_see(tx.conn, actor, member)):
+            # A member who left may re-join anywhere the official reaches; a current member
+            # outside the official's subtree stays invisible.
+            raise UnknownMember(f"no member {member_id!r}")
+        if member.status != Status.LEFT:
+            raise WrongMemberStatus(f"member is {member.status}: only a member who left re-joins")
         target = unions.require_active_union(tx.conn, actor, union_code)
         return tx.append(
             "MemberRejoined", actor.ledger_actor, {"member": member_id, "union": target.code}

@@ -1,0 +1,249 @@
+"""Members over HTTP: the flows an official uses, their errors, and no personal data leaking
+into tables, the ledger export, responses to others, or the server log."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import MetaData, select
+
+import keys
+from api.app import create_app
+from api.bootstrap import init_data_dir
+from api.settings import Settings
+from ledger import unions
+from ledger.accounts import PasswordCost, create_account
+from ledger.domain import SYSTEM
+from verifier.audit import write_export
+
+PASS = "members api test passphrase"
+# Recognisable personal data: valid numbers, unusual names (nothing else could contain them).
+PEOPLE = [
+    {
+        "name": "欧阳独特甲",
+        "id_number": "11010519491231002X",
+        "phone": "13912340001",
+        "employer": "独一无二的雇主甲",
+    },
+    {
+        "name": "司马罕见乙",
+        "id_number": "110101199003071233",
+        "phone": "13912340002",
+        "employer": "独一无二的雇主乙",
+    },
+]
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    settings = Settings.load(
+        data_dir=tmp_path / "data",
+        environ={"UNIONLEDGER_KEY_PASSPHRASE": PASS, "UNIONLEDGER_DATABASE_URL": database_url},
+    )
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    app = create_app(settings)
+    services = app.state.services
+    for code, kind, parent in [
+        ("100000", "national", None),
+        ("110000", "provincial", "100000"),
+        ("310000", "provincial", "100000"),
+        ("G-A", "enterprise", "110000"),
+        ("G-B", "enterprise", "110000"),
+        ("G-SH", "enterprise", "310000"),
+    ]:
+        services.sequencer.execute(
+            lambda tx, c=code, k=kind, p=parent: unions.create_union(
+                tx, SYSTEM, code=c, name=f"工会{c}", kind=k, parent=p
+            )
+        )
+    with services.engine.begin() as conn:
+        create_account(
+            conn,
+            username="official-bj",
+            password="beijing password 1",
+            role="official",
+            scope="110000",
+            now=0,
+            cost=PasswordCost.fastest(),
+        )
+        create_account(
+            conn,
+            username="audit",
+            password="auditor password 1",
+            role="auditor",
+            now=0,
+            cost=PasswordCost.fastest(),
+        )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = {}
+        for user, password in (
+            ("official-bj", "beijing password 1"),
+            ("audit", "auditor password 1"),
+        ):
+            token = client.post("/v1/auth/login", json={"username": user, "password": password})
+            headers[user.removeprefix("official-")] = token.json()["access_token"]
+        yield client, headers
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_official_flow_over_http(env: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = env
+    bj = auth(tokens["bj"])
+    r = client.post(
+        "/v1/members",
+        headers=bj,
+        json={"union": "G-A", "person": PEOPLE[0], "groups": ["delivery_rider"]},
+    )
+    assert r.status_code == 201, r.text
+    mid = r.json()["member_id"]
+    assert client.get(f"/v1/members/{mid}", headers=bj).json()["union"] == "G-A"
+    assert client.get(f"/v1/members/{mid}/personal", headers=bj).json()["name"] == PEOPLE[0]["name"]
+    found = client.post(
+        "/v1/members/search", headers=bj, json={"id_number": PEOPLE[0]["id_number"]}
+    )
+    assert found.json()["member_id"] == mid
+    assert (
+        client.post(f"/v1/members/{mid}/transfer", headers=bj, json={"union": "G-B"}).status_code
+        == 200
+    )
+    assert client.get("/v1/unions/G-B", headers=bj).json()["members_own"] == 1
+    assert client.get("/v1/unions/110000", headers=bj).json()["members_subtree"] == 1
+    page = client.get("/v1/members", headers=bj, params={"union": "110000"}).json()
+    assert [m["member_id"] for m in page["items"]] == [mid]
+    assert (
+        client.post(f"/v1/members/{mid}/groups", headers=bj, json={"group": "hardship"}).status_code
+        == 201
+    )
+    groups_official = {
+        g["group"] for g in client.get(f"/v1/members/{mid}/groups", headers=bj).json()
+    }
+    groups_auditor = {
+        g["group"]
+        for g in client.get(f"/v1/members/{mid}/groups", headers=auth(tokens["audit"])).json()
+    }
+    assert groups_official == {"delivery_rider", "hardship"}
+    assert groups_auditor == {"delivery_rider"}
+    assert client.post(f"/v1/members/{mid}/leave", headers=bj).status_code == 200
+    history = [h["event"] for h in client.get(f"/v1/members/{mid}/history", headers=bj).json()]
+    assert history == ["MemberEnrolled", "MemberTransferred", "MemberLeft"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "slug"),
+    [
+        (
+            {"union": "G-A", "person": {**PEOPLE[1], "id_number": "110101199003071234"}},
+            422,
+            "invalid-id-number",
+        ),
+        ({"union": "G-A", "person": {**PEOPLE[1], "phone": "1391234"}}, 422, "invalid-phone"),
+        ({"union": "NOPE", "person": PEOPLE[1]}, 404, "unknown-union"),
+        ({"union": "G-SH", "person": PEOPLE[1]}, 404, "unknown-union"),
+        ({"union": "G-A", "person": PEOPLE[1], "groups": ["astronaut"]}, 422, "invalid-group"),
+        ({"union": "G-A", "person": {**PEOPLE[1], "extra": 1}}, 422, "validation-error"),
+    ],
+)
+def test_bad_input_is_a_specific_problem_and_writes_nothing(
+    env: tuple[TestClient, dict[str, str]],
+    body: dict,
+    status: int,
+    slug: str,  # type: ignore[type-arg]
+) -> None:
+    client, tokens = env
+    size = client.app.state.services.reader.size()  # type: ignore[attr-defined]
+    r = client.post("/v1/members", headers=auth(tokens["bj"]), json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == f"/problems/{slug}"
+    for value in PEOPLE[1].values():
+        assert value not in r.text  # a problem never echoes personal data
+    assert client.app.state.services.reader.size() == size  # type: ignore[attr-defined]
+
+
+def test_duplicates_and_repeated_actions(env: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = env
+    bj = auth(tokens["bj"])
+    mid = client.post("/v1/members", headers=bj, json={"union": "G-A", "person": PEOPLE[0]}).json()[
+        "member_id"
+    ]
+    again = client.post("/v1/members", headers=bj, json={"union": "G-B", "person": PEOPLE[0]})
+    assert (again.status_code, again.json()["type"]) == (409, "/problems/duplicate-person")
+    same = client.post(f"/v1/members/{mid}/transfer", headers=bj, json={"union": "G-A"})
+    assert same.json()["type"] == "/problems/transfer-to-same-union"
+    assert client.post(f"/v1/members/{mid}/leave", headers=bj).status_code == 200
+    twice = client.post(f"/v1/members/{mid}/leave", headers=bj)
+    assert (twice.status_code, twice.json()["type"]) == (409, "/problems/wrong-member-status")
+    rejoined = client.post("/v1/members", headers=bj, json={"union": "G-B", "person": PEOPLE[0]})
+    assert rejoined.json()["member_id"] == mid
+
+
+def test_apply_with_join_code_and_erase(env: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = env
+    bj = auth(tokens["bj"])
+    code = client.get("/v1/unions/G-A", headers=bj).json()["join_code"]
+    assert client.get(f"/v1/join/{code}").json()["code"] == "G-A"
+    applied = client.post(f"/v1/join/{code}", json={"person": PEOPLE[1]})
+    assert applied.status_code == 201, applied.text
+    mid = applied.json()["member_id"]
+    assert applied.json()["status"] == "pending"
+    assert client.post(f"/v1/members/{mid}/approve", headers=bj).status_code == 200
+    assert client.post(f"/v1/members/{mid}/erase", headers=bj).status_code == 200
+    gone = client.get(f"/v1/members/{mid}/personal", headers=bj)
+    assert (gone.status_code, gone.json()["type"]) == (409, "/problems/member-erased")
+    search = client.post(
+        "/v1/members/search", headers=bj, json={"id_number": PEOPLE[1]["id_number"]}
+    )
+    assert search.status_code == 404
+    assert client.get("/v1/join/not-a-code").status_code == 404
+
+
+def test_personal_data_appears_nowhere_but_the_vault(
+    env: tuple[TestClient, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, tokens = env
+    bj = auth(tokens["bj"])
+    caplog.set_level(logging.DEBUG)
+    ids = []
+    for person in PEOPLE:
+        ids.append(
+            client.post("/v1/members", headers=bj, json={"union": "G-A", "person": person}).json()[
+                "member_id"
+            ]
+        )
+        client.post("/v1/members", headers=bj, json={"union": "G-A", "person": person})  # dup
+        client.post("/v1/auth/otp/request", json={"phone": person["phone"]})
+    client.post(f"/v1/members/{ids[0]}/erase", headers=bj)
+    auditor_view = client.get(f"/v1/members/{ids[1]}", headers=auth(tokens["audit"])).text
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.sequencer.checkpoint()
+    export = io.BytesIO()
+    size = services.reader.size()
+    write_export(
+        export, services.reader.latest_checkpoint().note, iter(services.reader.entries(0, size))
+    )
+    reflected = MetaData()
+    reflected.reflect(services.engine)
+    table_bytes = []
+    with services.engine.connect() as conn:
+        for table in reflected.sorted_tables:
+            for row in conn.execute(select(table)).all():
+                for value in row:
+                    table_bytes.append(value if isinstance(value, bytes) else str(value).encode())
+    haystacks = {
+        "tables": b"\n".join(table_bytes),
+        "export": export.getvalue(),
+        "log": "\n".join(r.getMessage() for r in caplog.records).encode(),
+        "auditor": auditor_view.encode(),
+    }
+    for person in PEOPLE:
+        for field_name, value in person.items():
+            for where, haystack in haystacks.items():
+                assert value.encode() not in haystack, f"{field_name} found in {where}"
