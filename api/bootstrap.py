@@ -102,7 +102,29 @@ def init_keys(
         except FileNotFoundError:
             warn(f"demo: no reference data at {shared_data_dir()}; national issuer key only")
     ring = initial_keyring(now, scopes)
+    if settings.demo:
+        ring = _demo_station(settings, ring, now)
     store.create(ring, passphrase, kdf=kdf)
+    return ring
+
+
+DEMO_STATION = "ST-DEMO-0001"
+
+
+def demo_station_key_file(settings: Settings) -> Path:
+    return settings.data_dir / f"demo-station-{DEMO_STATION}.key"
+
+
+def _demo_station(settings: Settings, ring: keys.Keyring, now: datetime) -> keys.Keyring:
+    """A demo station device: its key is made here (a real device makes its own) and its seed
+    written beside the data (0600) so the demo can log in as a station; only the public key
+    goes into the keyring, as for a real device."""
+    device = keys.PrivateKey.generate()
+    path = demo_station_key_file(settings)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(device.seed().hex() + "\n")
+    ring, _ = ring.register(keys.Role.STATION, device.public_key, now, scope=DEMO_STATION)
     return ring
 
 

@@ -56,7 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         services = app.state.services
         summary = demo.seed(services.engine, services.sequencer, services.members)
-        print(demo.banner(summary), flush=True)
+        from api.bootstrap import demo_station_key_file  # noqa: PLC0415
+
+        print(demo.banner(summary, demo_station_key_file(settings)), flush=True)
     print(f"UnionLedger serving on http://{settings.host}:{settings.port}", flush=True)
     print(f"  data directory: {settings.data_dir}", flush=True)
     print(f"  database:       {app.state.services.engine.url.render_as_string()}", flush=True)

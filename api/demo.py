@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from api.bootstrap import NATIONAL_UNION_CODE, load_provinces
+from api.bootstrap import DEMO_STATION, NATIONAL_UNION_CODE, load_provinces
 from ledger import unions
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
@@ -165,7 +166,7 @@ def _enrol(
     return lambda tx: members.enrol(tx, SYSTEM, union_code=union_code, person=person, groups=groups)
 
 
-def banner(summary: DemoSummary | None) -> str:
+def banner(summary: DemoSummary | None, station_key_file: Path) -> str:
     lines = ["Demo accounts (published: demo only):"]
     for username, (role, scope, password) in DEMO_PASSWORDS.items():
         where = f" scope {scope}" if scope else ""
@@ -176,5 +177,8 @@ def banner(summary: DemoSummary | None) -> str:
             "sink prints it in this log"
         )
         lines.append(f"Seeded {summary.unions} unions and {summary.members} members.")
-    lines.append("  station  device keys arrive with the programs capability")
+    lines.append(
+        f"  station  {DEMO_STATION}: device key (Ed25519 seed, hex) in {station_key_file}; log in "
+        "by signing the challenge of POST /v1/auth/station/challenge"
+    )
     return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The demo that `make run` serves: a realistic tree, members, and a working login per role."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import keys
+from api import demo
+from api.app import create_app
+from api.bootstrap import DEMO_STATION, demo_station_key_file, init_data_dir
+from api.settings import Settings
+from ledger.projections import compare, default_projections
+
+
+def test_demo_seeds_once_and_every_role_can_log_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.load(data_dir=tmp_path / "demo", demo=True, environ={})
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    app = create_app(settings)
+    services = app.state.services
+    summary = demo.seed(services.engine, services.sequencer, services.members)
+    assert summary is not None
+    assert summary.unions == 1 + 31 + len(demo.LOCAL_UNIONS)
+    assert summary.members == sum(n for n, _, _ in demo.MEMBERSHIP.values())
+    assert demo.seed(services.engine, services.sequencer, services.members) is None
+    text = demo.banner(summary, demo_station_key_file(settings))
+    for username in demo.DEMO_PASSWORDS:
+        assert username in text
+    assert compare(services.engine, default_projections()) == []
+    caplog.set_level(logging.INFO, logger="unionledger.otp")
+    with TestClient(app) as client:
+        national = client.get("/v1/unions/100000", headers=_login(client, "official-national"))
+        assert national.json()["members_subtree"] == summary.members
+        beijing = client.get("/v1/unions/110000", headers=_login(client, "official-beijing"))
+        assert beijing.json()["name"] == "北京市总工会"
+        assert client.get("/v1/unions/100000", headers=_login(client, "auditor")).status_code == 200
+        # The member: a one-time code to the printed phone, read from the development sink.
+        assert (
+            client.post("/v1/auth/otp/request", json={"phone": summary.member_phone}).status_code
+            == 202
+        )
+        code = caplog.records[-1].getMessage().rsplit(" ", 1)[-1]
+        member = client.post(
+            "/v1/auth/otp/verify", json={"phone": summary.member_phone, "code": code}
+        )
+        assert member.status_code == 200, member.text
+        me = client.get(
+            "/v1/members/me", headers={"Authorization": "Bearer " + member.json()["access_token"]}
+        )
+        assert me.json()["status"] == "active"
+        # The station: sign the challenge with the demo device key.
+        seed = bytes.fromhex(demo_station_key_file(settings).read_text().strip())
+        challenge = client.post(
+            "/v1/auth/station/challenge", json={"station_id": DEMO_STATION}
+        ).json()["challenge"]
+        signature = keys.PrivateKey.from_seed(seed).sign(
+            b"unionledger-station-login/1\n" + DEMO_STATION.encode() + b"\n" + challenge.encode()
+        )
+        station = client.post(
+            "/v1/auth/station/verify",
+            json={
+                "station_id": DEMO_STATION,
+                "challenge": challenge,
+                "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode(),
+            },
+        )
+        assert station.status_code == 200, station.text
+    assert oct(demo_station_key_file(settings).stat().st_mode & 0o777) == "0o600"
+
+
+def _login(client: TestClient, username: str) -> dict[str, str]:
+    _, _, password = demo.DEMO_PASSWORDS[username]
+    r = client.post("/v1/auth/login", json={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": "Bearer " + r.json()["access_token"]}
