@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from api.bootstrap import DEMO_STATION, NATIONAL_UNION_CODE, load_provinces
+from api.settings import warn
 from ledger import unions
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
@@ -109,9 +110,16 @@ def seed(engine: Engine, sequencer: Sequencer, members: Members) -> DemoSummary 
         )
 
     commands = [create(NATIONAL_UNION_CODE, "中华全国总工会", "national", None)]
-    commands += [
-        create(p.code, p.federation_zh, "provincial", NATIONAL_UNION_CODE) for p in load_provinces()
-    ]
+    try:
+        provinces = [(p.code, p.federation_zh) for p in load_provinces()]
+    except FileNotFoundError:  # no shared reference data here: the provinces the demo uses
+        warn("demo: shared/data/provinces.csv not found; seeding three provinces only")
+        provinces = [
+            ("110000", "北京市总工会"),
+            ("310000", "上海市总工会"),
+            ("440000", "广东省总工会"),
+        ]
+    commands += [create(code, name, "provincial", NATIONAL_UNION_CODE) for code, name in provinces]
     commands += [create(*u) for u in LOCAL_UNIONS]
     for created in [sequencer.submit(c) for c in commands]:
         created.result()

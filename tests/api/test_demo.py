@@ -79,3 +79,19 @@ def _login(client: TestClient, username: str) -> dict[str, str]:
     r = client.post("/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": "Bearer " + r.json()["access_token"]}
+
+
+def test_demo_without_the_shared_reference_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNIONLEDGER_SHARED_DATA", str(tmp_path / "nowhere"))
+    settings = Settings.load(data_dir=tmp_path / "demo", demo=True, environ={})
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    app = create_app(settings)
+    services = app.state.services
+    try:
+        summary = demo.seed(services.engine, services.sequencer, services.members)
+        assert summary is not None
+        assert summary.unions == 1 + 3 + len(demo.LOCAL_UNIONS)
+    finally:
+        services.sequencer.close()
