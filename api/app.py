@@ -14,7 +14,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 import keys
-from api import auth, problems, routes_auth, routes_log, routes_members, routes_unions
+from api import (
+    auth,
+    problems,
+    routes_auth,
+    routes_log,
+    routes_members,
+    routes_unions,
+    routes_web,
+)
 from api.bootstrap import ensure_secrets
 from api.deps import Services, ServicesDep, log_signer
 from api.settings import ConfigError, Settings
@@ -100,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_unions.router)
     app.include_router(routes_members.router)
     app.include_router(routes_log.router)
+    app.include_router(routes_web.router)
 
     @app.get("/healthz", tags=["public"], summary="Liveness and database check")
     def healthz(services: ServicesDep) -> dict[str, Any]:

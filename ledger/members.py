@@ -390,7 +390,12 @@ def _on_approved(conn: Connection, entry: Entry, body: Any) -> None:
     member = get_member(conn, body["member"])
     assert member is not None
     _set(
-        conn, member.member_id, status=Status.ACTIVE.value, since=entry.time, updated_at=entry.time
+        conn,
+        member.member_id,
+        status=Status.ACTIVE.value,
+        since=entry.time,
+        left_at=None,
+        updated_at=entry.time,
     )
     unions.adjust_member_counts(conn, member.union_code, 1)
     _history(conn, entry, member.member_id, member.union_code)
@@ -632,8 +637,17 @@ class Members:
                 actor.ledger_actor,
                 {"member": existing.member_id, "union": target.code},
             )
+            still_open = set(
+                tx.conn.execute(
+                    select(member_groups.c.grp).where(
+                        member_groups.c.member_id == existing.member_id,
+                        member_groups.c.end.is_(None),
+                    )
+                ).scalars()
+            )
             for group in chosen:
-                self._add_group(tx, actor, existing.member_id, group, tx.now.date().isoformat())
+                if group not in still_open:  # spans kept open across leaving stay as they are
+                    self._add_group(tx, actor, existing.member_id, group, tx.now.date().isoformat())
             found = get_member(tx.conn, existing.member_id)
             assert found is not None
             return found

@@ -189,6 +189,8 @@ M_IN, M_OUT = {"member_id": "{in}"}, {"member_id": "{out}"}
 TABLE: list[Spec] = [
     # public: no authentication at all
     Spec("GET", "/healthz", PUBLIC),
+    Spec("GET", "/admin", PUBLIC),
+    Spec("GET", "/static/{name}", PUBLIC, {"name": "admin.js"}),
     Spec("GET", "/docs", PUBLIC),
     Spec("GET", "/docs/oauth2-redirect", PUBLIC),
     Spec("GET", "/redoc", PUBLIC),

@@ -324,3 +324,21 @@ def test_commands_in_one_batch_see_each_other(world: World) -> None:
     with pytest.raises((DuplicatePerson, CommandFailed)):
         world.run(twice)
     assert world.size() == before  # the whole command was rolled back
+
+
+def test_rejoin_keeps_open_groups_and_clears_the_leave_date(world: World) -> None:
+    person = world.person()
+    mid = world.enrol(person=person, groups=["courier"]).member_id
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
+    again = world.enrol(person=person, groups=["courier", "female_worker"])  # same day
+    assert again.member_id == mid
+    assert again.left_at is None
+    with world.ledger.engine.connect() as conn:
+        spans = groups_of(conn, OFFICIAL_BJ, mid)
+    assert sorted((s.group, s.end) for s in spans) == [("courier", None), ("female_worker", None)]
+    riders = world.union("G-RIDERS")
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
+    world.run(lambda tx: world.members.apply(tx, join_code=riders.join_code, person=person))
+    world.run(lambda tx: world.members.approve(tx, OFFICIAL_BJ, mid))
+    with world.ledger.engine.connect() as conn:
+        assert get_member(conn, mid).left_at is None  # type: ignore[union-attr]
