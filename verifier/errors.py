@@ -62,3 +62,129 @@ class ReceiptError(VerifierError):
     """A proof bundle (receipt) is malformed or does not verify."""
 
     code = "invalid-receipt"
+
+
+# -- Station credentials and status lists (credential.py, statuslist.py) ------------------------
+
+
+class StatusListError(VerifierError):
+    """A Token Status List (or its signed token) is malformed or cannot be trusted."""
+
+    code = "invalid-status-list"
+
+
+class StatusListSignatureInvalid(StatusListError):
+    """The status list token is not signed by an issuer key of the trust list."""
+
+    code = "status-list-bad-signature"
+
+
+class StatusListExpired(StatusListError):
+    """The status list token is past its ``exp`` (or issued in the future)."""
+
+    code = "status-list-expired"
+
+
+class StatusIndexError(StatusListError, IndexError):
+    """An index beyond the end of a status list."""
+
+    code = "status-list-index-out-of-range"
+
+
+class CredentialError(VerifierError):
+    """A station QR presentation is refused. ``step`` is the number of the failed check
+    (``verifier.credential.verify_presentation``, docs/credentials.md)."""
+
+    code = "invalid-credential"
+    step = 0
+
+
+class CredentialMalformed(CredentialError):
+    """Not a presentation: wrong prefix or version, bad base45, CBOR or structure (steps 1-2)."""
+
+    code = "credential-malformed"
+    step = 2
+
+
+class UnknownIssuer(CredentialError):
+    """The issuer key is unknown, ambiguous, of another union or not valid at issuance."""
+
+    code = "credential-unknown-issuer"
+    step = 3
+
+
+class CredentialSignatureInvalid(CredentialError):
+    """The issuer's signature on the credential does not verify."""
+
+    code = "credential-bad-signature"
+    step = 4
+
+
+class CredentialExpired(CredentialError):
+    """The credential is past its ``exp`` (beyond the clock leeway)."""
+
+    code = "credential-expired"
+    step = 5
+
+
+class CredentialNotYetValid(CredentialError):
+    """The credential's ``iat`` lies in the future (beyond the clock leeway)."""
+
+    code = "credential-not-yet-valid"
+    step = 5
+
+
+class CredentialRevoked(CredentialError):
+    """The issuer's status list marks the credential revoked (or suspended)."""
+
+    code = "credential-revoked"
+    step = 6
+
+
+class StatusListStale(CredentialError):
+    """The issuer's status list is older than its ``ttl`` or the station's maximum age."""
+
+    code = "status-list-stale"
+    step = 6
+
+
+class StatusListMissing(StatusListStale):
+    """The station holds no status list for the credential's issuer."""
+
+    code = "status-list-missing"
+
+
+class StatusIndexOutOfRange(CredentialError):
+    """The credential's status index lies beyond the end of its issuer's status list."""
+
+    code = "status-index-out-of-range"
+    step = 6
+
+
+class HolderProofInvalid(CredentialError):
+    """The holder proof is not signed by the credential's holder key (another phone, a copy,
+    or an altered QR)."""
+
+    code = "holder-proof-invalid"
+    step = 7
+
+
+class HolderProofStale(CredentialError):
+    """The holder proof's time is outside the accepted window (an old screenshot)."""
+
+    code = "holder-proof-stale"
+    step = 8
+
+
+class ChallengeMismatch(CredentialError):
+    """The holder proof does not answer this station's challenge."""
+
+    code = "challenge-mismatch"
+    step = 9
+
+
+class BadDisclosure(CredentialError):
+    """A disclosed group does not match a digest of the credential."""
+
+    code = "bad-disclosure"
+    step = 10
