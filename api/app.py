@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth=auth.AuthService.for_settings(settings, engine, keyring),
     )
     assert services.auth is not None
-    services.auth.directory = members  # members log in with a one-time code to their phone
+    services.auth.directory = auth.MembersDirectory(members)  # one-time codes to their phone
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

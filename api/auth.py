@@ -41,6 +41,7 @@ from api.settings import Settings
 from ledger import accounts
 from ledger.accounts import PasswordCost
 from ledger.domain import Actor, Conflict, Role
+from ledger.members import Members, Status, get_member
 
 log = logging.getLogger("unionledger.auth")
 otp_log = logging.getLogger("unionledger.otp")
@@ -105,10 +106,15 @@ def install(app: FastAPI) -> None:
 
 
 class MemberDirectory(Protocol):
-    """Finds a member by phone (the members module provides the real one)."""
+    """Finds a member by phone, and says whether a member may still hold a session (the
+    members module provides the real one: :class:`MembersDirectory`)."""
 
     def member_for_phone(self, conn: Connection, phone: str) -> str | None:
         """The member id of ``phone``, or ``None``."""
+        ...
+
+    def may_hold_session(self, conn: Connection, member_id: str) -> bool:
+        """False once the member is erased (or was rejected): their sessions end."""
         ...
 
 
@@ -123,6 +129,24 @@ class NoMembers:
 
     def member_for_phone(self, conn: Connection, phone: str) -> str | None:
         return None
+
+    def may_hold_session(self, conn: Connection, member_id: str) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class MembersDirectory:
+    """The members module as the directory. A member who left keeps their session (their own
+    history and receipts stay theirs to see); an erased or rejected one does not."""
+
+    members: Members
+
+    def member_for_phone(self, conn: Connection, phone: str) -> str | None:
+        return self.members.member_for_phone(conn, phone)
+
+    def may_hold_session(self, conn: Connection, member_id: str) -> bool:
+        row = get_member(conn, member_id)
+        return row is not None and row.status not in (Status.ERASED, Status.REJECTED)
 
 
 class LogOtpSender:
@@ -358,10 +382,12 @@ class AuthService:
             raise ValueError("bad role or scope")
         with self.engine.connect() as conn:
             session = accounts.get_session(conn, str(sid))
-        if session is None or not session.active_at(now):
-            raise ValueError("session ended")
-        if (session.subject, session.role, session.scope) != (claims["sub"], role, scope):
-            raise ValueError("token does not match its session")
+            if session is None or not session.active_at(now):
+                raise ValueError("session ended")
+            if (session.subject, session.role, session.scope) != (claims["sub"], role, scope):
+                raise ValueError("token does not match its session")
+            if role == Role.MEMBER and not self.directory.may_hold_session(conn, session.subject):
+                raise ValueError("the member is erased")
         return Grant(Actor(role, session.subject, session.scope), session.session_id, claims["jti"])
 
     def refresh(self, refresh_token: str) -> TokenPair:
@@ -394,6 +420,8 @@ class AuthService:
             allowed = account is not None and not account.disabled
         elif session.role == Role.STATION:
             allowed = bool(self._station_keys(session.subject, now))
+        elif session.role == Role.MEMBER:
+            allowed = self.directory.may_hold_session(conn, session.subject)
         if not allowed:
             raise accounts.RefreshRefused("no longer allowed", revoke=session.session_id)
 
@@ -486,6 +514,14 @@ class AuthService:
         with self.engine.begin() as conn:
             if not accounts.enable_totp(conn, account, sealed, step):
                 raise Conflict("the TOTP setup changed meanwhile: start again")
+
+    def username_of(self, actor: Actor) -> str | None:
+        """The login name behind an official's or auditor's token; None for others."""
+        if actor.role not in accounts.ACCOUNT_ROLES:
+            return None
+        with self.engine.connect() as conn:
+            account = accounts.get_account(conn, actor.key_id)
+        return None if account is None else account.username
 
     def _account_of(self, actor: Actor) -> accounts.Account:
         with self.engine.connect() as conn:

@@ -1,21 +1,29 @@
 """Setting up a data directory: keys, database schema and (with ``--demo``) demo data.
 
-Used by ``unionledger init``, ``unionledger keys init`` and ``unionledger serve --demo``. Every
-step is safe to run again: what exists is kept.
+Used by ``unionledger init``, ``unionledger keys init``, ``unionledger accounts`` and
+``unionledger serve --demo``. Every step is safe to run again: what exists is kept.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 import keys
-from api.settings import DEMO_MARKER, Settings, warn
+from api.settings import DEMO_MARKER, ConfigError, Settings, warn
+from ledger import unions
 from ledger.db import make_engine
+from ledger.domain import SYSTEM
+from ledger.projections import default_projections
 from ledger.schema import init_schema
+from ledger.sequencer import Sequencer, Tx
 
 # Where the team's shared reference data lives, relative to the repository (../shared/data).
 _REPO = Path(__file__).resolve().parent.parent
@@ -140,3 +148,82 @@ def init_data_dir(
     finally:
         engine.dispose()
     return ring
+
+
+NATIONAL_UNION_NAME = "中华全国总工会"
+
+
+@contextmanager
+def ledger_writer(settings: Settings) -> Iterator[tuple[Engine, Sequencer]]:
+    """The ledger of ``settings`` opened for writing by a command-line tool (the server may run
+    beside it: writers exclude each other through the database). Closing writes a last
+    checkpoint.
+
+    Raises:
+        ConfigError: no keyring in the data directory, or no usable passphrase.
+        keys.KeysError: the keyring does not open.
+    """
+    from api.deps import log_signer  # noqa: PLC0415  (api.deps imports the web framework)
+
+    store = keys.KeyStore(settings.data_dir)
+    if not store.exists():
+        raise ConfigError(
+            f"{settings.data_dir} has no keyring: run `unionledger init --data-dir "
+            f"{settings.data_dir}` first"
+        )
+    passphrase = settings.passphrase()
+    keyring = ensure_secrets(store, store.load(passphrase), passphrase)
+    engine = make_engine(settings.database_url)
+    writer = make_engine(settings.database_url, writer=True)
+    try:
+        init_schema(engine)
+        sequencer = Sequencer(
+            writer,
+            origin=settings.log_origin,
+            signer=lambda: log_signer(settings, keyring),
+            projections=default_projections(),
+        )
+        try:
+            yield engine, sequencer
+        finally:
+            sequencer.close()
+    finally:
+        writer.dispose()
+        engine.dispose()
+
+
+def seed_tree(sequencer: Sequencer, provinces: Sequence[Province] = ()) -> list[str]:
+    """Create the national federation and the provincial federations ``provinces`` that do not
+    exist yet, as the system; return the codes created (idempotent: nothing on a second run).
+
+    Raises:
+        ledger.domain.DomainError: a province's code or name is unusable (nothing is created
+            then: all of it is one transaction).
+    """
+
+    def command(tx: Tx) -> list[str]:
+        created = []
+        if unions.get_union(tx.conn, NATIONAL_UNION_CODE) is None:
+            unions.create_union(
+                tx,
+                SYSTEM,
+                code=NATIONAL_UNION_CODE,
+                name=NATIONAL_UNION_NAME,
+                kind="national",
+                parent=None,
+            )
+            created.append(NATIONAL_UNION_CODE)
+        for p in provinces:
+            if unions.get_union(tx.conn, p.code) is None:
+                unions.create_union(
+                    tx,
+                    SYSTEM,
+                    code=p.code,
+                    name=p.federation_zh,
+                    kind="provincial",
+                    parent=NATIONAL_UNION_CODE,
+                )
+                created.append(p.code)
+        return created
+
+    return sequencer.execute(command)

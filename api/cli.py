@@ -8,6 +8,7 @@ Exit codes scripts can rely on (also in README.md and docs/keys.md):
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -15,9 +16,15 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import keys
 from api.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from ledger.sequencer import Tx
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PASSPHRASE, EXIT_KEYFILE, EXIT_CONFIG = range(6)
 
@@ -68,11 +75,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from api.bootstrap import init_data_dir  # noqa: PLC0415
+    from api.bootstrap import (  # noqa: PLC0415
+        init_data_dir,
+        ledger_writer,
+        load_provinces,
+        seed_tree,
+        shared_data_dir,
+    )
+    from ledger.domain import DomainError  # noqa: PLC0415
 
     settings = _settings(args)
+    provinces = []
+    if args.provinces is not None:
+        source = Path(args.provinces) if args.provinces else shared_data_dir() / "provinces.csv"
+        try:
+            provinces = load_provinces(source)
+        except (KeyError, UnicodeDecodeError, csv.Error) as e:
+            return _fail(EXIT_USAGE, f"{source}: not a provinces file (code,name_zh,...): {e}")
     ring = init_data_dir(settings, keys.utc_now())
+    with ledger_writer(settings) as (_engine, sequencer):
+        try:
+            created = seed_tree(sequencer, provinces)
+        except DomainError as e:
+            return _fail(EXIT_USAGE, f"{e}: nothing created")
     print(f"initialised {settings.data_dir} ({len(ring)} keys)")
+    if created:
+        print(f"created unions: {', '.join(created)}")
     return EXIT_OK
 
 
@@ -374,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create a data directory: keys and database")
     _data_dir(init)
     init.add_argument("--demo", action="store_true", help="a demo directory (see serve --demo)")
+    init.add_argument(
+        "--provinces",
+        nargs="?",
+        const="",
+        metavar="CSV",
+        help="also create the provincial federations listed in CSV (columns code, name_zh, "
+        "name_en, federation_zh; default: the shared GB/T 2260 reference data)",
+    )
     init.set_defaults(func=cmd_init)
 
     _add_keys_commands(sub.add_parser("keys", help="manage Ed25519 keys and the trust list"))
@@ -495,8 +531,13 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
     from sqlalchemy import Connection  # noqa: PLC0415
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
+    from api.bootstrap import ledger_writer  # noqa: PLC0415
     from ledger import accounts  # noqa: PLC0415  (also registers the tables)
-    from ledger.domain import DomainError, Invalid  # noqa: PLC0415
+    from ledger.domain import (  # noqa: PLC0415
+        SYSTEM,
+        DomainError,
+        Invalid,
+    )
 
     @contextmanager
     def transaction(args: argparse.Namespace) -> Iterator[Connection]:
@@ -510,6 +551,10 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
                 yield conn
         finally:
             engine.dispose()
+
+    def on_ledger(args: argparse.Namespace, command: Callable[[Tx], T]) -> T:
+        with ledger_writer(_settings(args)) as (_engine, sequencer):
+            return sequencer.execute(command)
 
     def run(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         def wrapped(args: argparse.Namespace) -> int:
@@ -535,15 +580,17 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
 
     def add(args: argparse.Namespace) -> int:
         accounts.check_new_password(password := new_password())
-        with transaction(args) as conn:
-            account = accounts.create_account(
-                conn,
+        account = on_ledger(
+            args,
+            lambda tx: accounts.grant_account(
+                tx,
+                SYSTEM,
                 username=args.username,
                 password=password,
                 role=args.role,
                 scope=args.scope,
-                now=int(keys.utc_now().timestamp()),
-            )
+            ),
+        )
         print(f"created {account.role.value} account {account.account_id} ({account.username})")
         return EXIT_OK
 
@@ -578,8 +625,7 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
         return EXIT_OK
 
     def disable(args: argparse.Namespace) -> int:
-        with transaction(args) as conn:
-            account = accounts.disable_account(conn, args.username, int(keys.utc_now().timestamp()))
+        account = on_ledger(args, lambda tx: accounts.withdraw_account(tx, SYSTEM, args.username))
         print(f"disabled {account.username} ({account.account_id}); its sessions are revoked")
         return EXIT_OK
 

@@ -81,6 +81,7 @@ class Me(BaseModel):
     role: str
     subject: str
     scope: str | None
+    username: str | None = None  # officials and auditors: the account's login name
 
 
 def _client(request: Request) -> str:
@@ -114,8 +115,9 @@ def logout(grant: GrantDep, auth: AuthDep) -> Response:
 
 
 @router.get("/me", summary="Who the access token speaks for")
-def me(actor: ActorDep) -> Me:
-    return Me(role=actor.role.value, subject=actor.key_id, scope=actor.scope)
+def me(actor: ActorDep, auth: AuthDep) -> Me:
+    username = auth.username_of(actor)
+    return Me(role=actor.role.value, subject=actor.key_id, scope=actor.scope, username=username)
 
 
 @router.post("/totp/setup", summary="Start TOTP: the otpauth:// URI, shown once")

@@ -7,9 +7,12 @@ happens in ``ledger.unions`` (inside the batch transaction for writes).
 
 from __future__ import annotations
 
+import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+import qrcode
+import qrcode.image.svg
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import AuditorOrOfficialDep, OfficialDep
@@ -196,12 +199,45 @@ def join_policy(
     return union_out(_visible(services, actor, code), actor)
 
 
-@router.get("/v1/join/{join_code}", tags=["public"], summary="Which union a join code opens")
-def join_target(
-    services: ServicesDep, join_code: Annotated[str, Path(max_length=32)]
-) -> JoinTarget:
+JoinCode = Annotated[str, Path(max_length=32)]
+
+
+def _open_union(services: ServicesDep, join_code: str) -> unions.UnionRow:
     with services.engine.connect() as conn:
         row = unions.union_by_join_code(conn, join_code)
     if row is None or not row.active:
         raise UnknownJoinCode("no open union has this join code")
+    return row
+
+
+@router.get("/v1/join/{join_code}", tags=["public"], summary="Which union a join code opens")
+def join_target(services: ServicesDep, join_code: JoinCode) -> JoinTarget:
+    row = _open_union(services, join_code)
     return JoinTarget(code=row.code, name=row.name, auto_approve=row.auto_approve)
+
+
+@router.get(
+    "/v1/join/{join_code}/qr.svg",
+    tags=["public"],
+    summary="The union's join QR code (一键入会), an SVG to print or show",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
+def join_qr(services: ServicesDep, join_code: JoinCode, request: Request) -> Response:
+    """The QR holds the address of the member app's join page, ``<server>/join/<join code>``:
+    a worker scans it with the phone's camera, fills in the form and applies (the union's join
+    policy decides whether an official approves). Error correction M, byte mode."""
+    row = _open_union(services, join_code)
+    target = f"{str(request.base_url).rstrip('/')}/join/{row.join_code}"
+    image = qrcode.make(
+        target,
+        image_factory=qrcode.image.svg.SvgPathImage,
+        error_correction=qrcode.constants.ERROR_CORRECT_M,
+    )
+    out = io.BytesIO()
+    image.save(out)
+    return Response(
+        out.getvalue(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=300", "X-Join-Target": target},
+    )

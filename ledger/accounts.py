@@ -29,7 +29,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nacl.bindings
 import nacl.exceptions
@@ -51,9 +51,12 @@ from sqlalchemy import (
     update,
 )
 
-from ledger.domain import Conflict, Invalid, NotFound, Role
+from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.errors import LedgerError
 from ledger.schema import metadata
+
+if TYPE_CHECKING:
+    from ledger.sequencer import Tx
 
 ACCOUNT_ROLES = frozenset({Role.OFFICIAL, Role.AUDITOR})
 MIN_PASSWORD_LENGTH = 12
@@ -614,3 +617,70 @@ def use_challenge(conn: Connection, *, station_id: str, challenge: str, now: int
             )
         ).rowcount
     )
+
+
+# -- grants on the ledger ----------------------------------------------------------------------
+# Who may act, and over which subtree, is part of the record: creating and disabling an account
+# are ledger events (``AccountCreated``/``AccountDisabled``, docs/events.md), appended in the
+# same transaction as the row. The event names the account by its pseudonymous id (the actor
+# key id of everything it does later), its role and scope; never the username or a secret.
+
+
+def grant_account(
+    tx: Tx,
+    actor: Actor,
+    *,
+    username: str,
+    password: str,
+    role: Role | str,
+    scope: str | None = None,
+    cost: PasswordCost | None = None,
+) -> Account:
+    """:func:`create_account`, checked against the union tree and recorded on the ledger.
+
+    Raises:
+        Forbidden: only the system (the operator's CLI, the demo) creates accounts.
+        Invalid: as :func:`create_account`; or an official's scope is not an open union.
+        Conflict: the username is taken.
+    """
+    from ledger import unions  # noqa: PLC0415  (unions' tables register with the schema)
+
+    if actor.role is not Role.SYSTEM:
+        raise Forbidden("accounts are created by the operator")
+    if scope is not None:
+        union = unions.get_union(tx.conn, scope)
+        if union is None or not union.active:
+            raise Invalid(f"no open union has the code {scope!r}")
+    account = create_account(
+        tx.conn,
+        username=username,
+        password=password,
+        role=role,
+        scope=scope,
+        now=int(tx.now.timestamp()),
+        cost=cost,
+    )
+    tx.append(
+        "AccountCreated",
+        actor.ledger_actor,
+        {"account": account.account_id, "role": account.role.value, "scope": account.scope},
+    )
+    return account
+
+
+def withdraw_account(tx: Tx, actor: Actor, username: str) -> Account:
+    """:func:`disable_account`, recorded on the ledger (``AccountDisabled``).
+
+    Raises:
+        Forbidden: only the system disables accounts.
+        NotFound: no such username.
+        Conflict: the account is already disabled.
+    """
+    if actor.role is not Role.SYSTEM:
+        raise Forbidden("accounts are disabled by the operator")
+    found = find_account(tx.conn, username)
+    if found is not None and found.disabled:
+        raise Conflict("that account is already disabled")
+    account = disable_account(tx.conn, username, int(tx.now.timestamp()))
+    tx.append("AccountDisabled", actor.ledger_actor, {"account": account.account_id})
+    return account

@@ -89,9 +89,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     def person(phone: str) -> PersonalData:
         return PersonalData(name="测试", id_number=synthetic_id_number(rng), phone=phone)
 
-    people = {"in": person("13800000001"), "out": person("13800000002")}
+    people = {
+        "in": person("13800000001"),
+        "out": person("13800000002"),
+        "erasable": person("13800000003"),  # not the logged-in member: erasing ends a session
+    }
     ids = {}
-    for where, union in (("in", "G-IN"), ("out", "G-OUT")):
+    for where, union in (("in", "G-IN"), ("out", "G-OUT"), ("erasable", "G-IN")):
         ids[where] = seq.execute(
             lambda tx, u=union, p=people[where]: services.members.enrol(
                 tx, SYSTEM, union_code=u, person=p
@@ -205,6 +209,7 @@ TABLE: list[Spec] = [
     Spec("GET", "/tlog/checkpoint", PUBLIC),
     Spec("GET", "/tlog/tile/{path:path}", PUBLIC, {"path": "0/000.p/1"}),
     Spec("GET", "/v1/join/{join_code}", PUBLIC, {"join_code": "{join_code}"}),
+    Spec("GET", "/v1/join/{join_code}/qr.svg", PUBLIC, {"join_code": "{join_code}"}),
     Spec("POST", "/v1/join/{join_code}", PUBLIC, {"join_code": "{join_code}"}, body={}),
     Spec("POST", "/v1/auth/login", PUBLIC, body={}),
     Spec("POST", "/v1/auth/refresh", PUBLIC, body={}),
@@ -303,7 +308,14 @@ TABLE: list[Spec] = [
         order=3,
     ),
     Spec("POST", "/v1/members/{member_id}/leave", LEAVE, M_IN, M_OUT, order=4),
-    Spec("POST", "/v1/members/{member_id}/erase", WRITE_SCOPED, M_IN, M_OUT, order=7),
+    Spec(
+        "POST",
+        "/v1/members/{member_id}/erase",
+        WRITE_SCOPED,
+        {"member_id": "{erasable}"},
+        M_OUT,
+        order=7,
+    ),
 ]
 
 

@@ -32,13 +32,14 @@ from api.auth import (
     UndeliverableOtpSender,
     require,
 )
-from api.bootstrap import init_data_dir
+from api.bootstrap import Province, init_data_dir, seed_tree
 from api.cli import main
 from api.deps import Services
 from api.settings import Settings
 from ledger import accounts
 from ledger.accounts import PasswordCost
 from ledger.domain import Conflict, Invalid, Role
+from verifier.entry import parse_entry
 
 PASS = "auth tests passphrase"
 PASSWORD = "correct horse battery staple"
@@ -62,9 +63,13 @@ class Clock:
 @dataclass
 class Directory:
     phones: dict[str, str]
+    erased: set[str] = field(default_factory=set)
 
     def member_for_phone(self, conn: Connection, phone: str) -> str | None:
         return self.phones.get(phone)
+
+    def may_hold_session(self, conn: Connection, member_id: str) -> bool:
+        return member_id not in self.erased
 
 
 @dataclass
@@ -181,7 +186,12 @@ def test_login_gives_tokens_that_name_a_pseudonym(env: Env) -> None:
     assert "wang" not in json.dumps(claims).lower()
 
     me = env.client.get("/v1/auth/me", headers=bearer(body["access_token"]))
-    assert me.json() == {"role": "official", "subject": account.account_id, "scope": "110000"}
+    assert me.json() == {
+        "role": "official",
+        "subject": account.account_id,
+        "scope": "110000",
+        "username": account.username,
+    }
 
     env.add_account("li.auditor", Role.AUDITOR)
     auditor = env.tokens("li.auditor")["access_token"]
@@ -436,7 +446,7 @@ def test_member_one_time_code_flow(env: Env) -> None:
     assert ok.status_code == 200
     access = ok.json()["access_token"]
     me = env.client.get("/v1/auth/me", headers=bearer(access)).json()
-    assert me == {"role": "member", "subject": MEMBER, "scope": MEMBER}
+    assert me == {"role": "member", "subject": MEMBER, "scope": MEMBER, "username": None}
     assert PHONE not in json.dumps(jwt.decode(access, options={"verify_signature": False}))
     again = env.client.post("/v1/auth/otp/verify", json={"phone": PHONE, "code": code})
     assert_problem(again, 401, "invalid-credentials")  # used up
@@ -507,7 +517,7 @@ def test_station_challenge_response(env: Env) -> None:
     assert ok.status_code == 200
     access = ok.json()["access_token"]
     me = env.client.get("/v1/auth/me", headers=bearer(access)).json()
-    assert me == {"role": "station", "subject": STATION, "scope": STATION}
+    assert me == {"role": "station", "subject": STATION, "scope": STATION, "username": None}
     assert_problem(_station_login(env, challenge), 401, "invalid-credentials")  # used
 
     stranger = keys.PrivateKey.generate()
@@ -610,16 +620,20 @@ def test_cli_add_list_disable(
 ) -> None:
     data_dir = str(env.settings.data_dir)
     monkeypatch.setenv("UNIONLEDGER_DATABASE_URL", env.settings.database_url)
+    monkeypatch.setenv("UNIONLEDGER_KEY_PASSPHRASE", PASS)
     monkeypatch.setenv("UNIONLEDGER_NEW_PASSWORD", PASSWORD)
+    seed_tree(env.services.sequencer, [Province("310000", "上海市", "Shanghai", "上海市总工会")])
     add = ["accounts", "add", "--data-dir", data_dir, "--username", "Liu.Official"]
     assert main([*add, "--role", "official", "--scope", "310000"]) == 0
     assert main([*add, "--role", "official", "--scope", "310000"]) == 1  # taken
     assert main([*add[:-1], "liu2.official", "--role", "official"]) == 2  # no scope
+    assert main([*add[:-1], "liu2.official", "--role", "official", "--scope", "320000"]) == 2
     monkeypatch.setenv("UNIONLEDGER_NEW_PASSWORD", "short")
     assert main([*add[:-1], "liu3.official", "--role", "auditor"]) == 2
     out = capsys.readouterr()
     assert "created official account acct-" in out.out
     assert "taken" in out.err
+    assert "no open union has the code '320000'" in out.err
     assert PASSWORD not in out.out + out.err
 
     tokens = env.tokens("liu.official")
@@ -632,8 +646,36 @@ def test_cli_add_list_disable(
     assert "liu.official" in capsys.readouterr().out
 
     assert main(["accounts", "disable", "--data-dir", data_dir, "liu.official"]) == 0
+    assert main(["accounts", "disable", "--data-dir", data_dir, "liu.official"]) == 1  # again
     assert main(["accounts", "disable", "--data-dir", data_dir, "nobody.else"]) == 1
+    # The grants are on the chain: by pseudonymous account id, role and scope, never the name.
+    account_id = listed[0]["account_id"]
+    grants = [
+        (e.type, e.body)
+        for e in map(parse_entry, env.services.reader.entries(0, env.services.reader.size()))
+        if e.type.startswith("Account")
+    ]
+    assert grants == [
+        ("AccountCreated", {"account": account_id, "role": "official", "scope": "310000"}),
+        ("AccountDisabled", {"account": account_id}),
+    ]
     assert_problem(env.login("liu.official"), 401, "invalid-credentials")
     assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])))
+    refresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert_unauthorized(refresh)
+
+
+def test_an_erased_member_loses_their_session(env: Env) -> None:
+    env.client.post("/v1/auth/otp/request", json={"phone": PHONE})
+    code = env.outbox.sent[-1][2]
+    tokens = env.client.post("/v1/auth/otp/verify", json={"phone": PHONE, "code": code}).json()
+    assert env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
+    directory = env.auth.directory
+    assert isinstance(directory, Directory)
+    directory.erased.add(MEMBER)
+    assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])))
+    refresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert_unauthorized(refresh)
+    directory.erased.clear()  # the refusal revoked the session: it stays ended
     refresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert_unauthorized(refresh)

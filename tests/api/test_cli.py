@@ -219,3 +219,34 @@ def test_serve_demo_answers_over_real_http(tmp_path: Path) -> None:
     assert str(tmp_path / "demo") in output
     assert "WARNING" in output  # the development passphrase is announced loudly
     assert (tmp_path / "demo" / "keys" / "keyring.json").exists()
+
+
+def test_init_creates_the_national_federation_and_provinces(tmp_path: Path) -> None:
+    d = str(tmp_path / "data")
+    csv_file = tmp_path / "provinces.csv"
+    csv_file.write_text(
+        "code,name_zh,name_en,federation_zh\n"
+        "110000,北京市,Beijing,北京市总工会\n"
+        "440000,广东省,Guangdong,广东省总工会\n",
+        encoding="utf-8",
+    )
+    first = run("init", "--data-dir", d, "--provinces", str(csv_file))
+    assert "created unions: 100000, 110000, 440000" in first.stdout
+    again = run("init", "--data-dir", d, "--provinces", str(csv_file))
+    assert "created unions" not in again.stdout  # idempotent: what exists is kept
+    assert "entries:    3\n" in run("ledger", "status", "--data-dir", d).stdout
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,name\n120000,天津\n", encoding="utf-8")
+    assert_one_line_error(run("init", "--data-dir", d, "--provinces", str(bad), ok=False), 2)
+    broken = tmp_path / "broken.csv"
+    broken.write_text("code,name_zh,name_en,federation_zh\n12 0000,天津市,Tianjin,x\n")
+    assert_one_line_error(run("init", "--data-dir", d, "--provinces", str(broken), ok=False), 2)
+    assert "entries:    3\n" in run("ledger", "status", "--data-dir", d).stdout
+
+
+def test_init_with_the_shared_reference_provinces(tmp_path: Path) -> None:
+    result = run("init", "--data-dir", str(tmp_path / "data"), "--provinces")
+    created = result.stdout.split("created unions: ")[1].split(", ")
+    assert len(created) == 32
+    assert created[0] == "100000"
