@@ -146,7 +146,7 @@ def list_members(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MemberPage:
     with services.engine.connect() as conn:
-        rows = m.list_members(
+        rows = services.members.list_members(
             conn, actor, union_code=union, status=status, group=group, after=after, limit=limit
         )
     return MemberPage(
@@ -197,7 +197,7 @@ def groups(
     on: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
 ) -> list[GroupOut]:
     with services.engine.connect() as conn:
-        spans = m.groups_of(conn, actor, member_id, on=on)
+        spans = services.members.groups_of(conn, actor, member_id, on=on)
     return [GroupOut(group=s.group, start=s.start, end=s.end) for s in spans]
 
 

@@ -7,21 +7,37 @@ find a member by ID number without it being stored anywhere in the clear). Names
 phone numbers and employers live in the :class:`~ledger.vault.Vault`, written in the same
 transaction as the events, and erased by destroying the member's data key.
 
-Tables: ``members``, ``member_history`` and ``member_groups`` are projections (rebuilt from the
-chain); ``member_lookup`` (the keyed hash of the phone number, for one-time-code login) lives
-beside the ledger like the vault, since a phone number is contact data, not membership.
+Sensitive groups (:data:`SENSITIVE_GROUPS`: ``hardship``) never appear in clear on the ledger,
+which is public. A member's sensitive spans are carried as one *sealed state*: the JSON list of
+all of them (``[{"from":"2026-11-25","group":"hardship","to":null}]``, ``[]`` when none),
+sealed under the member's ledger sealing key (:meth:`~ledger.vault.Vault.seal_for_ledger`,
+padded to one fixed size) and written base64url in the ``sealed`` member of ``MemberEnrolled``
+(always, so that enrolments look alike) and of ``MemberSealedGroupsChanged`` (on every change).
+Non-sensitive groups stay in clear (``groups``, ``MemberGroupAdded``, ``MemberGroupEnded``) so
+that auditors can recompute per-group statistics. Erasure destroys the sealing key: the sealed
+states stay on the chain and open for nobody.
+
+Tables: ``members``, ``member_history``, ``member_groups`` (non-sensitive groups only) and
+``member_sealed`` (each member's latest sealed state, as on the chain) are projections, rebuilt
+from the chain without any key; ``member_lookup`` (the keyed hash of the phone number, for
+one-time-code login) lives beside the ledger like the vault, since a phone number is contact
+data, not membership.
 
 Visibility: an official sees members of unions in their subtree (anything else is reported as
-missing); an auditor sees every membership fact except the sensitive ``hardship`` group and
-personal data; a member sees themself. Commands check all of it inside the batch transaction.
+missing); an auditor sees every membership fact except the sensitive groups and personal data;
+a member sees themself. Sensitive spans are read through :class:`Members` (which holds the
+vault) and opened only for those :func:`may_see_sensitive` allows. Commands check all of it
+inside the batch transaction.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -29,8 +45,10 @@ from sqlalchemy import (
     Connection,
     Index,
     Integer,
+    Select,
     String,
     Table,
+    Text,
     and_,
     delete,
     insert,
@@ -44,7 +62,7 @@ from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.identity import id_number_hash, new_member_id, phone_hash
 from ledger.schema import metadata, projection_metadata
 from ledger.sequencer import Tx
-from ledger.vault import PersonalData, Vault
+from ledger.vault import LEDGER_PLAINTEXT_MAX, PersonalData, Vault, VaultCorrupt
 from verifier.entry import Entry
 
 
@@ -63,6 +81,8 @@ class Group(enum.StrEnum):
 
 
 SENSITIVE_GROUPS = frozenset({Group.HARDSHIP})
+SEALED_GROUPS_CHANGED = "MemberSealedGroupsChanged"
+_SCAN_CHUNK = 500  # members whose sealed state one step of a sensitive-group listing opens
 
 
 class Status(enum.StrEnum):
@@ -154,6 +174,14 @@ member_groups = Table(
 )
 Index("ix_member_groups_grp", member_groups.c.grp, member_groups.c.end)
 
+member_sealed = Table(
+    "member_sealed",
+    projection_metadata,
+    Column("member_id", String(32), primary_key=True),
+    Column("sealed", Text, nullable=False),  # base64url, exactly as in the latest event
+    Column("updated_at", String(32), nullable=False),
+)
+
 member_lookup = Table(
     "member_lookup",
     metadata,
@@ -237,29 +265,6 @@ def may_see_sensitive(conn: Connection, actor: Actor, member: MemberRow) -> bool
     return actor.role == Role.OFFICIAL and _can_see(conn, actor, member)
 
 
-def groups_of(
-    conn: Connection, actor: Actor, member_id: str, *, on: str | None = None
-) -> list[GroupSpan]:
-    """The member's group spans (only those active on day ``on`` when given), without the
-    sensitive ones unless the actor may see them.
-
-    Raises:
-        UnknownMember: not visible to the actor.
-    """
-    member = visible_member(conn, actor, member_id)
-    rows = conn.execute(
-        select(member_groups)
-        .where(member_groups.c.member_id == member_id)
-        .order_by(member_groups.c.grp, member_groups.c.start)
-    ).all()
-    spans = [GroupSpan(r.grp, r.start, r.end) for r in rows]
-    if not may_see_sensitive(conn, actor, member):
-        spans = [s for s in spans if s.group not in SENSITIVE_GROUPS]
-    if on is not None:
-        spans = [s for s in spans if s.active_on(on)]
-    return spans
-
-
 def history_of(conn: Connection, actor: Actor, member_id: str) -> list[dict[str, Any]]:
     """Joins, transfers, leaves and re-joins, oldest first.
 
@@ -275,63 +280,16 @@ def history_of(conn: Connection, actor: Actor, member_id: str) -> list[dict[str,
     return [{"event": r.event, "union": r.union_code, "at": r.at, "entry": r.seq} for r in rows]
 
 
-def list_members(
-    conn: Connection,
-    actor: Actor,
-    *,
-    union_code: str,
-    status: str | None = None,
-    group: str | None = None,
-    after: str | None = None,
-    limit: int = 100,
-) -> list[MemberRow]:
-    """Members of the subtree of ``union_code`` visible to ``actor``, by member id, keyset
-    paginated (``after`` = the last member id seen). Filtering by the sensitive group is only
-    allowed to those who may see it.
-
-    Raises:
-        unions.UnknownUnion (NotFound): the union is not visible to the actor.
-        Forbidden: filtering by a sensitive group without the right to see it.
-    """
-    root = unions.visible(conn, actor, union_code)
-    if root is None or actor.role == Role.MEMBER:
-        raise unions.UnknownUnion(f"no union {union_code!r}")
-    prefix = root.path
-    query = (
-        select(members)
-        .join(unions.unions, unions.unions.c.code == members.c.union_code)
-        .where(unions.unions.c.path >= prefix, unions.unions.c.path < unions.path_upper(prefix))
-    )
-    if status is not None:
-        query = query.where(members.c.status == status)
-    if group is not None:
-        if group in SENSITIVE_GROUPS and actor.role not in (Role.OFFICIAL, Role.SYSTEM):
-            raise Forbidden("this group is visible to the member's own officials only")
-        today = date.today().isoformat()
-        query = query.where(
-            members.c.member_id.in_(
-                select(member_groups.c.member_id).where(
-                    member_groups.c.grp == group,
-                    member_groups.c.start <= today,
-                    or_(member_groups.c.end.is_(None), member_groups.c.end > today),
-                )
-            )
-        )
-    if after is not None:
-        query = query.where(members.c.member_id > after)
-    rows = conn.execute(query.order_by(members.c.member_id).limit(min(limit, 500))).all()
-    return [_row(r) for r in rows]
-
-
 # -- the projection ---------------------------------------------------------------------------
 
 
 class MembersProjection:
-    """Keeps ``members``, ``member_history``, ``member_groups`` and the unions' member counts
-    in step with the Member* events. Writes in :meth:`apply`: commands read it in the batch."""
+    """Keeps ``members``, ``member_history``, ``member_groups``, ``member_sealed`` and the
+    unions' member counts in step with the Member* events. Writes in :meth:`apply`: commands
+    read it in the batch. Needs no key: sealed states are stored as they are."""
 
     name = "members"
-    tables: Sequence[Table] = (members, member_history, member_groups)
+    tables: Sequence[Table] = (members, member_history, member_groups, member_sealed)
 
     def flush(self, conn: Connection) -> None:
         pass
@@ -379,11 +337,15 @@ def _on_joined(conn: Connection, entry: Entry, body: Any) -> None:
         unions.adjust_member_counts(conn, body["union"], 1)
     _history(conn, entry, body["member"], body["union"])
     for group in body.get("groups", []):
+        if group in SENSITIVE_GROUPS:  # never written in clear by a command: not projected
+            continue
         conn.execute(
             insert(member_groups).values(
                 member_id=body["member"], grp=group, start=entry.time[:10], end=None
             )
         )
+    if "sealed" in body:
+        _put_sealed(conn, entry, body)
 
 
 def _on_approved(conn: Connection, entry: Entry, body: Any) -> None:
@@ -451,6 +413,8 @@ def _on_rejoined(conn: Connection, entry: Entry, body: Any) -> None:
 
 
 def _on_group_added(conn: Connection, entry: Entry, body: Any) -> None:
+    if body["group"] in SENSITIVE_GROUPS:
+        return
     conn.execute(
         insert(member_groups).values(
             member_id=body["member"], grp=body["group"], start=body["from"], end=None
@@ -459,6 +423,8 @@ def _on_group_added(conn: Connection, entry: Entry, body: Any) -> None:
 
 
 def _on_group_ended(conn: Connection, entry: Entry, body: Any) -> None:
+    if body["group"] in SENSITIVE_GROUPS:
+        return
     conn.execute(
         update(member_groups)
         .where(
@@ -468,6 +434,24 @@ def _on_group_ended(conn: Connection, entry: Entry, body: Any) -> None:
         )
         .values(end=body["until"])
     )
+
+
+def _put_sealed(conn: Connection, entry: Entry, body: Any) -> None:
+    """The member's sealed state becomes the event's (the whole state: it replaces the last)."""
+    member, sealed = body["member"], body["sealed"]
+    done = conn.execute(
+        update(member_sealed)
+        .where(member_sealed.c.member_id == member)
+        .values(sealed=sealed, updated_at=entry.time)
+    )
+    if done.rowcount == 0:
+        conn.execute(
+            insert(member_sealed).values(member_id=member, sealed=sealed, updated_at=entry.time)
+        )
+
+
+def _on_sealed_changed(conn: Connection, entry: Entry, body: Any) -> None:
+    _put_sealed(conn, entry, body)
 
 
 def _on_erased(conn: Connection, entry: Entry, body: Any) -> None:
@@ -498,6 +482,7 @@ _HANDLERS: dict[str, Callable[[Connection, Entry, Any], None]] = {
     "MemberRejoined": _on_rejoined,
     "MemberGroupAdded": _on_group_added,
     "MemberGroupEnded": _on_group_ended,
+    SEALED_GROUPS_CHANGED: _on_sealed_changed,
     "MemberErased": _on_erased,
 }
 
@@ -533,6 +518,81 @@ def _day(text: str) -> str:
         raise BadGroup("dates are YYYY-MM-DD") from None
 
 
+# -- the sealed state of the sensitive groups -------------------------------------------------
+
+
+def _by_group(spans: Iterable[GroupSpan]) -> list[GroupSpan]:
+    return sorted(spans, key=lambda s: (s.group, s.start, s.end or ""))
+
+
+def sensitive_state_json(spans: Iterable[GroupSpan]) -> bytes:
+    """The plaintext of a sealed state: canonical JSON (sorted keys, no whitespace) of the
+    spans, by group then start: ``[{"from":"2026-11-25","group":"hardship","to":null}]``."""
+    doc = [{"from": s.start, "group": s.group, "to": s.end} for s in _by_group(spans)]
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _is_day(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
+
+
+def parse_sensitive_state(data: bytes) -> list[GroupSpan]:
+    """The spans of an opened sealed state.
+
+    Raises:
+        ValueError: not a sealed-state document.
+    """
+    doc = json.loads(data)
+    if not isinstance(doc, list):
+        raise ValueError("a sealed state is a list")
+    spans = []
+    for item in doc:
+        if not isinstance(item, dict) or set(item) != {"from", "group", "to"}:
+            raise ValueError("a sealed span has exactly from, group and to")
+        group = item["group"]
+        if not isinstance(group, str) or group not in SENSITIVE_GROUPS or not _is_day(item["from"]):
+            raise ValueError("a sealed span has a sensitive group and a start date")
+        if item["to"] is not None and not _is_day(item["to"]):
+            raise ValueError("a sealed span ends on a date or not at all")
+        spans.append(GroupSpan(group, item["from"], item["to"]))
+    return _by_group(spans)
+
+
+def fit_sensitive_state(spans: Iterable[GroupSpan]) -> list[GroupSpan]:
+    """The spans that go into one sealed state: all of them, unless their JSON is longer than
+    a ledger box holds (``vault.LEDGER_PLAINTEXT_MAX``, 255 bytes: four ``hardship`` spans
+    always fit); then the ended spans that ended first are left out until it fits. They stay
+    in the earlier sealed states on the chain, but the member's current state forgets them.
+    Padding every state to one size is what keeps the number of spans secret.
+
+    Raises:
+        BadGroup: open spans alone do not fit (impossible with one sensitive group).
+    """
+    kept = _by_group(spans)
+    while len(sensitive_state_json(kept)) > LEDGER_PLAINTEXT_MAX:
+        ended = [s for s in kept if s.end is not None]
+        if not ended:
+            raise BadGroup("too many open sensitive groups to seal")
+        kept.remove(min(ended, key=lambda s: (s.end or "", s.start, s.group)))
+    return kept
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    """Raises: ValueError (not base64url without padding)."""
+    if not isinstance(text, str) or "=" in text:
+        raise ValueError("not base64url without padding")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class Members:
     """Member commands and the lookups that need the keys (vault, keyed hashes)."""
 
@@ -546,6 +606,178 @@ class Members:
         self.vault = vault
         self._hash_key = hash_key
         self.transfer_hooks = list(transfer_hooks)
+
+    # -- groups -----------------------------------------------------------------------------------
+
+    def _open_states(
+        self, conn: Connection, states: Mapping[str, str]
+    ) -> dict[str, list[GroupSpan]]:
+        """Open sealed states (member id -> base64url text, as in ``member_sealed``): no actor
+        check. An erased member's state opens to no spans.
+
+        Raises:
+            VaultCorrupt: a state does not open, or opens to something malformed.
+        """
+        blobs = {}
+        for member_id, text in states.items():
+            try:
+                blobs[member_id] = _unb64(text)
+            except ValueError:  # binascii.Error included
+                raise VaultCorrupt("a sealed group state is not base64url") from None
+        out: dict[str, list[GroupSpan]] = {}
+        for member_id, plaintext in self.vault.open_many_from_ledger(conn, blobs).items():
+            try:
+                out[member_id] = [] if plaintext is None else parse_sensitive_state(plaintext)
+            except ValueError:  # from None: a JSONDecodeError holds the plaintext
+                raise VaultCorrupt("a sealed group state opened but is malformed") from None
+        return out
+
+    def _sensitive_spans(self, conn: Connection, member_id: str) -> list[GroupSpan]:
+        """The member's sensitive spans from their latest sealed state (no actor check)."""
+        state = conn.execute(
+            select(member_sealed.c.sealed).where(member_sealed.c.member_id == member_id)
+        ).scalar()
+        if state is None:
+            return []
+        return self._open_states(conn, {member_id: state})[member_id]
+
+    def _seal_state(self, tx: Tx, member_id: str, spans: Iterable[GroupSpan]) -> str:
+        plaintext = sensitive_state_json(spans)
+        return _b64(self.vault.seal_for_ledger(tx.execute, member_id, plaintext))
+
+    def groups_of(
+        self, conn: Connection, actor: Actor, member_id: str, *, on: str | None = None
+    ) -> list[GroupSpan]:
+        """The member's group spans by group and start (only those active on day ``on`` when
+        given), the sensitive ones only when :func:`may_see_sensitive` allows.
+
+        Raises:
+            UnknownMember: not visible to the actor.
+            vault.VaultCorrupt: the member's sealed state does not open.
+        """
+        member = visible_member(conn, actor, member_id)
+        rows = conn.execute(
+            select(member_groups).where(member_groups.c.member_id == member.member_id)
+        ).all()
+        spans = [GroupSpan(r.grp, r.start, r.end) for r in rows if r.grp not in SENSITIVE_GROUPS]
+        if may_see_sensitive(conn, actor, member):
+            spans += self._sensitive_spans(conn, member.member_id)
+        spans = _by_group(spans)
+        if on is not None:
+            spans = [s for s in spans if s.active_on(on)]
+        return spans
+
+    def active_groups(self, conn: Connection, member_id: str, on_day: str | date) -> list[str]:
+        """Every group the member belongs to on ``on_day``, sensitive ones INCLUDED, sorted.
+
+        For the system only (issuing credentials, judging eligibility): there is no actor
+        check, so never hand the result to a caller who may not see sensitive groups. An erased
+        member has no sensitive group any more.
+
+        Raises:
+            UnknownMember: no such member. BadGroup: ``on_day`` is not a date.
+            vault.VaultCorrupt: the member's sealed state does not open.
+        """
+        day = on_day.isoformat() if isinstance(on_day, date) else _day(on_day)
+        member = get_member(conn, member_id) if isinstance(member_id, str) else None
+        if member is None:
+            raise UnknownMember(f"no member {member_id!r}")
+        rows = conn.execute(
+            select(member_groups).where(member_groups.c.member_id == member.member_id)
+        ).all()
+        spans = [GroupSpan(r.grp, r.start, r.end) for r in rows if r.grp not in SENSITIVE_GROUPS]
+        spans += self._sensitive_spans(conn, member.member_id)
+        return sorted({s.group for s in spans if s.active_on(day)})
+
+    def list_members(
+        self,
+        conn: Connection,
+        actor: Actor,
+        *,
+        union_code: str,
+        status: str | None = None,
+        group: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[MemberRow]:
+        """Members of the subtree of ``union_code`` visible to ``actor``, by member id, keyset
+        paginated (``after`` = the last member id seen), at most ``min(limit, 500)``. ``group``
+        keeps those in the group today (the UTC date, like the commands' default dates).
+        Filtering by a sensitive group is for officials (of a union they see, so every member
+        listed is theirs to see) and the system.
+
+        A sensitive group cannot be filtered in SQL: the projection holds only padded sealed
+        states. The members of the subtree that have one (with the status filter, after
+        ``after``) are taken in id order, :data:`_SCAN_CHUNK` at a time (one query, then one
+        query for their keys per chunk), and their states opened until the page is full. The
+        cost is proportional to the members scanned, about two AEAD opens each: a page of a
+        rare group in a large subtree can scan the whole subtree.
+
+        Raises:
+            unions.UnknownUnion (NotFound): the union is not visible to the actor.
+            Forbidden: filtering by a sensitive group without the right to see it.
+            vault.VaultCorrupt: a sealed state does not open.
+        """
+        root = unions.visible(conn, actor, union_code)
+        if root is None or actor.role == Role.MEMBER:
+            raise unions.UnknownUnion(f"no union {union_code!r}")
+        prefix = root.path
+        limit = max(0, min(limit, 500))
+        query = (
+            select(members)
+            .join(unions.unions, unions.unions.c.code == members.c.union_code)
+            .where(unions.unions.c.path >= prefix, unions.unions.c.path < unions.path_upper(prefix))
+        )
+        if status is not None:
+            query = query.where(members.c.status == status)
+        today = datetime.now(UTC).date().isoformat()
+        if group is not None and group in SENSITIVE_GROUPS:
+            if actor.role not in (Role.OFFICIAL, Role.SYSTEM):
+                raise Forbidden("this group is visible to the member's own officials only")
+            return self._list_sensitive(conn, query, group, today=today, after=after, limit=limit)
+        if group is not None:
+            query = query.where(
+                members.c.member_id.in_(
+                    select(member_groups.c.member_id).where(
+                        member_groups.c.grp == group,
+                        member_groups.c.start <= today,
+                        or_(member_groups.c.end.is_(None), member_groups.c.end > today),
+                    )
+                )
+            )
+        if after is not None:
+            query = query.where(members.c.member_id > after)
+        rows = conn.execute(query.order_by(members.c.member_id).limit(limit)).all()
+        return [_row(r) for r in rows]
+
+    def _list_sensitive(
+        self,
+        conn: Connection,
+        query: Select[Any],
+        group: str,
+        *,
+        today: str,
+        after: str | None,
+        limit: int,
+    ) -> list[MemberRow]:
+        query = query.add_columns(member_sealed.c.sealed.label("sealed_state")).join(
+            member_sealed, member_sealed.c.member_id == members.c.member_id
+        )
+        found: list[MemberRow] = []
+        cursor = after
+        while len(found) < limit:
+            step = query if cursor is None else query.where(members.c.member_id > cursor)
+            rows = conn.execute(step.order_by(members.c.member_id).limit(_SCAN_CHUNK)).all()
+            opened = self._open_states(conn, {r.member_id: r.sealed_state for r in rows})
+            for r in rows:
+                if any(s.group == group and s.active_on(today) for s in opened[r.member_id]):
+                    found.append(_row(r))
+                    if len(found) == limit:
+                        break
+            if len(rows) < _SCAN_CHUNK:
+                break
+            cursor = rows[-1].member_id
+        return found
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -637,6 +869,7 @@ class Members:
                 actor.ledger_actor,
                 {"member": existing.member_id, "union": target.code},
             )
+            today = tx.now.date().isoformat()
             still_open = set(
                 tx.conn.execute(
                     select(member_groups.c.grp).where(
@@ -645,14 +878,26 @@ class Members:
                     )
                 ).scalars()
             )
+            sealed = self._sensitive_spans(tx.conn, existing.member_id)
+            still_open |= {s.group for s in sealed if s.end is None}
+            # Spans kept open across leaving stay as they are.
             for group in chosen:
-                if group not in still_open:  # spans kept open across leaving stay as they are
-                    self._add_group(tx, actor, existing.member_id, group, tx.now.date().isoformat())
+                if group not in still_open and group not in SENSITIVE_GROUPS:
+                    self._add_group(tx, actor, existing.member_id, group, today)
+            opened = [
+                GroupSpan(g, today, None)
+                for g in chosen
+                if g in SENSITIVE_GROUPS and g not in still_open
+            ]
+            if opened:
+                self._change_sealed(tx, actor, existing.member_id, [*sealed, *opened])
             found = get_member(tx.conn, existing.member_id)
             assert found is not None
             return found
         member_id = new_member_id()
-        self._store_person(tx, member_id, person)
+        self._store_person(tx, member_id, person)  # draws the member's ledger sealing key
+        today = tx.now.date().isoformat()
+        sensitive = [GroupSpan(g, today, None) for g in chosen if g in SENSITIVE_GROUPS]
         tx.append(
             "MemberEnrolled",
             actor.ledger_actor,
@@ -660,7 +905,10 @@ class Members:
                 "member": member_id,
                 "union": target.code,
                 "id_hash": id_number_hash(self._hash_key, person.id_number),
-                "groups": chosen,
+                "groups": [g for g in chosen if g not in SENSITIVE_GROUPS],
+                # Always present (an empty state when no sensitive group), so that enrolments
+                # with and without one cannot be told apart.
+                "sealed": self._seal_state(tx, member_id, sensitive),
             },
         )
         found = get_member(tx.conn, member_id)
@@ -783,10 +1031,21 @@ class Members:
             {"member": member_id, "group": group, "from": start},
         )
 
+    def _change_sealed(
+        self, tx: Tx, actor: Actor, member_id: str, spans: Iterable[GroupSpan]
+    ) -> Entry:
+        """Append the member's whole new sealed state."""
+        sealed = self._seal_state(tx, member_id, fit_sensitive_state(spans))
+        return tx.append(
+            SEALED_GROUPS_CHANGED, actor.ledger_actor, {"member": member_id, "sealed": sealed}
+        )
+
     def add_group(
         self, tx: Tx, actor: Actor, member_id: str, group: str, start: str | None = None
     ) -> Entry:
-        """Add the member to ``group`` from day ``start`` (default: today).
+        """Add the member to ``group`` from day ``start`` (default: today). A sensitive group
+        appends the member's new sealed state (``MemberSealedGroupsChanged``), any other group
+        ``MemberGroupAdded``.
 
         Raises:
             UnknownMember, BadGroup (unknown, or already in the group).
@@ -797,6 +1056,13 @@ class Members:
             raise WrongMemberStatus(f"member is {member.status}, not active")
         (chosen,) = _groups([group])
         day = _day(start) if start is not None else tx.now.date().isoformat()
+        if chosen in SENSITIVE_GROUPS:
+            state = self._sensitive_spans(tx.conn, member_id)
+            for span in state:
+                if span.group == chosen and span.end is None:
+                    # No date in the message: problems may travel further than the official.
+                    raise BadGroup(f"the member is already in {chosen}")
+            return self._change_sealed(tx, actor, member_id, [*state, GroupSpan(chosen, day, None)])
         open_span = tx.conn.execute(
             select(member_groups.c.start).where(
                 member_groups.c.member_id == member_id,
@@ -811,7 +1077,9 @@ class Members:
     def end_group(
         self, tx: Tx, actor: Actor, member_id: str, group: str, until: str | None = None
     ) -> Entry:
-        """End the member's open span in ``group`` on day ``until`` (default: today).
+        """End the member's open span in ``group`` on day ``until`` (default: today). A sensitive
+        group appends the member's new sealed state (``MemberSealedGroupsChanged``), any other
+        group ``MemberGroupEnded``. An erased member is in no sensitive group any more.
 
         Raises:
             UnknownMember, BadGroup (not in the group, or ends before it starts).
@@ -820,6 +1088,15 @@ class Members:
         visible_member(tx.conn, actor, member_id)
         (chosen,) = _groups([group])
         day = _day(until) if until is not None else tx.now.date().isoformat()
+        if chosen in SENSITIVE_GROUPS:
+            state = self._sensitive_spans(tx.conn, member_id)
+            current = next((s for s in state if s.group == chosen and s.end is None), None)
+            if current is None:
+                raise BadGroup(f"the member is not in {chosen}")
+            if day <= current.start:
+                raise BadGroup(f"the open {chosen} span does not start before {day}")
+            ended = [GroupSpan(chosen, current.start, day) if s is current else s for s in state]
+            return self._change_sealed(tx, actor, member_id, ended)
         span = tx.conn.execute(
             select(member_groups.c.start).where(
                 and_(
@@ -856,6 +1133,7 @@ class Members:
 
 
 __all__ = [
+    "SEALED_GROUPS_CHANGED",
     "SENSITIVE_GROUPS",
     "BadGroup",
     "DuplicatePerson",
@@ -871,13 +1149,16 @@ __all__ = [
     "UnknownJoinCode",
     "UnknownMember",
     "WrongMemberStatus",
+    "fit_sensitive_state",
     "get_member",
-    "groups_of",
     "history_of",
-    "list_members",
+    "may_see_sensitive",
     "member_groups",
     "member_history",
     "member_lookup",
+    "member_sealed",
     "members",
+    "parse_sensitive_state",
+    "sensitive_state_json",
     "visible_member",
 ]

@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: vault.ledger_key, member_sealed
 
 metadata = MetaData()
 

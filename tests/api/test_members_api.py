@@ -1,5 +1,6 @@
 """Members over HTTP: the flows an official uses, their errors, and no personal data leaking
-into tables, the ledger export, responses to others, or the server log."""
+into tables, the ledger export, responses to others, or the server log; nor the sensitive
+group ``hardship`` into anything public (entries, tiles, the export)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ledger import unions
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from verifier.audit import write_export
+from verifier.tiles import entries_path
 
 PASS = "members api test passphrase"
 # Recognisable personal data: valid numbers, unusual names (nothing else could contain them).
@@ -131,6 +133,11 @@ def test_official_flow_over_http(env: tuple[TestClient, dict[str, str]]) -> None
     }
     assert groups_official == {"delivery_rider", "hardship"}
     assert groups_auditor == {"delivery_rider"}
+    query = {"union": "110000", "group": "hardship"}
+    listed = client.get("/v1/members", headers=bj, params=query).json()["items"]
+    assert [m["member_id"] for m in listed] == [mid]
+    refused = client.get("/v1/members", headers=auth(tokens["audit"]), params=query)
+    assert (refused.status_code, refused.json()["type"]) == (403, "/problems/forbidden")
     assert client.post(f"/v1/members/{mid}/leave", headers=bj).status_code == 200
     history = [h["event"] for h in client.get(f"/v1/members/{mid}/history", headers=bj).json()]
     assert history == ["MemberEnrolled", "MemberTransferred", "MemberLeft"]
@@ -212,14 +219,24 @@ def test_personal_data_appears_nowhere_but_the_vault(
     bj = auth(tokens["bj"])
     caplog.set_level(logging.DEBUG)
     ids = []
-    for person in PEOPLE:
-        ids.append(
-            client.post("/v1/members", headers=bj, json={"union": "G-A", "person": person}).json()[
-                "member_id"
-            ]
-        )
+    for person, groups in zip(PEOPLE, (["courier", "hardship"], ["courier"]), strict=True):
+        body = {"union": "G-A", "person": person, "groups": groups}
+        ids.append(client.post("/v1/members", headers=bj, json=body).json()["member_id"])
         client.post("/v1/members", headers=bj, json={"union": "G-A", "person": person})  # dup
         client.post("/v1/auth/otp/request", json={"phone": person["phone"]})
+    # The sensitive group, added and ended later too: never in clear on the ledger.
+    added = client.post(
+        f"/v1/members/{ids[1]}/groups",
+        headers=bj,
+        json={"group": "hardship", "start": "2026-01-05"},
+    )
+    assert added.status_code == 201, added.text
+    ended = client.post(
+        f"/v1/members/{ids[1]}/groups/hardship/end", headers=bj, json={"until": "2026-03-01"}
+    )
+    assert ended.status_code == 200, ended.text
+    seen = client.get(f"/v1/members/{ids[1]}/groups", headers=bj).json()
+    assert {"group": "hardship", "start": "2026-01-05", "end": "2026-03-01"} in seen
     client.post(f"/v1/members/{ids[0]}/erase", headers=bj)
     auditor_view = client.get(f"/v1/members/{ids[1]}", headers=auth(tokens["audit"])).text
     services = client.app.state.services  # type: ignore[attr-defined]
@@ -229,6 +246,12 @@ def test_personal_data_appears_nowhere_but_the_vault(
     write_export(
         export, services.reader.latest_checkpoint().note, iter(services.reader.entries(0, size))
     )
+    entries = client.get("/v1/log/entries", params={"start": 0, "end": size})
+    tile = client.get(f"/tlog/{entries_path(0, min(size, 256))}")
+    assert entries.status_code == tile.status_code == 200
+    public = {"export": export.getvalue(), "entries": entries.content, "tile": tile.content}
+    for where, haystack in public.items():
+        assert b"hardship" not in haystack, f"the sensitive group found in {where}"
     reflected = MetaData()
     reflected.reflect(services.engine)
     table_bytes = []
@@ -239,7 +262,7 @@ def test_personal_data_appears_nowhere_but_the_vault(
                     table_bytes.append(value if isinstance(value, bytes) else str(value).encode())
     haystacks = {
         "tables": b"\n".join(table_bytes),
-        "export": export.getvalue(),
+        **public,
         "log": "\n".join(r.getMessage() for r in caplog.records).encode(),
         "auditor": auditor_view.encode(),
     }

@@ -6,8 +6,11 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import MetaData, inspect, select
 
 from keys import PrivateKey
@@ -15,6 +18,7 @@ from ledger import unions
 from ledger.domain import SYSTEM, Actor, Forbidden, Role
 from ledger.identity import synthetic_id_number
 from ledger.members import (
+    BadGroup,
     DuplicatePerson,
     DuplicatePhone,
     Members,
@@ -24,16 +28,16 @@ from ledger.members import (
     UnknownMember,
     WrongMemberStatus,
     get_member,
-    groups_of,
     history_of,
-    list_members,
+    member_groups,
 )
 from ledger.projections import EventCounts, compare, rebuild
 from ledger.sequencer import Tx
-from ledger.vault import Erased, PersonalData, Vault
+from ledger.vault import Erased, PersonalData, Vault, vault
 from tests.ledger.conftest import Ledger, open_ledger
 from tests.ledger.test_processes import ReaderSource
 from verifier.audit import audit
+from verifier.entry import parse_entry
 
 PROJECTIONS = [EventCounts(), unions.UnionsProjection(), MembersProjection()]
 OFFICIAL_BJ = Actor(Role.OFFICIAL, "acct-bj", "110000")
@@ -120,7 +124,7 @@ def test_enrol_counts_up_the_tree_and_keeps_personal_data_in_the_vault(world: Wo
     assert world.union("100000").members_subtree == 1
     with world.ledger.engine.connect() as conn:
         assert world.members.personal_data(conn, OFFICIAL_BJ, member.member_id) == person
-        assert [g.group for g in groups_of(conn, OFFICIAL_BJ, member.member_id)] == [
+        assert [g.group for g in world.members.groups_of(conn, OFFICIAL_BJ, member.member_id)] == [
             "delivery_rider"
         ]
         assert world.members.find_by_id_number(conn, OFFICIAL_BJ, person.id_number) == member
@@ -216,19 +220,23 @@ def test_groups_with_dates_and_the_sensitive_one(world: World) -> None:
     world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, mid, "courier", "2026-02-01"))
     world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, mid, "courier", "2026-06-01"))
     with world.ledger.engine.connect() as conn:
-        seen = {g.group for g in groups_of(conn, OFFICIAL_BJ, mid)}
+        seen = {g.group for g in world.members.groups_of(conn, OFFICIAL_BJ, mid)}
         assert seen == {"hardship", "courier"}
-        assert {g.group for g in groups_of(conn, AUDITOR, mid)} == {"courier"}
-        assert {g.group for g in groups_of(conn, OFFICIAL_BJ, mid, on="2026-07-01")} == {"hardship"}
-        assert {g.group for g in groups_of(conn, OFFICIAL_BJ, mid, on="2026-03-01")} == {
+        assert {g.group for g in world.members.groups_of(conn, AUDITOR, mid)} == {"courier"}
+        assert {
+            g.group for g in world.members.groups_of(conn, OFFICIAL_BJ, mid, on="2026-07-01")
+        } == {"hardship"}
+        assert {
+            g.group for g in world.members.groups_of(conn, OFFICIAL_BJ, mid, on="2026-03-01")
+        } == {
             "hardship",
             "courier",
         }
         member = Actor(Role.MEMBER, mid, mid)
-        assert "hardship" in {g.group for g in groups_of(conn, member, mid)}
+        assert "hardship" in {g.group for g in world.members.groups_of(conn, member, mid)}
         with pytest.raises(Forbidden):
-            list_members(conn, AUDITOR, union_code="100000", group="hardship")
-        found = list_members(conn, OFFICIAL_BJ, union_code="110000", group="hardship")
+            world.members.list_members(conn, AUDITOR, union_code="100000", group="hardship")
+        found = world.members.list_members(conn, OFFICIAL_BJ, union_code="110000", group="hardship")
         assert [m.member_id for m in found] == ([mid] if _today() >= "2026-01-01" else [])
     from ledger.members import BadGroup
 
@@ -243,9 +251,10 @@ def test_groups_with_dates_and_the_sensitive_one(world: World) -> None:
 
 
 def _today() -> str:
-    from datetime import date
+    """Today's UTC date, as the commands and the member listing take it."""
+    from datetime import UTC, datetime
 
-    return date.today().isoformat()
+    return datetime.now(UTC).date().isoformat()
 
 
 def test_erasure_shreds_personal_data_and_the_ledger_still_verifies(world: World) -> None:
@@ -334,7 +343,7 @@ def test_rejoin_keeps_open_groups_and_clears_the_leave_date(world: World) -> Non
     assert again.member_id == mid
     assert again.left_at is None
     with world.ledger.engine.connect() as conn:
-        spans = groups_of(conn, OFFICIAL_BJ, mid)
+        spans = world.members.groups_of(conn, OFFICIAL_BJ, mid)
     assert sorted((s.group, s.end) for s in spans) == [("courier", None), ("female_worker", None)]
     riders = world.union("G-RIDERS")
     world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
@@ -342,3 +351,282 @@ def test_rejoin_keeps_open_groups_and_clears_the_leave_date(world: World) -> Non
     world.run(lambda tx: world.members.approve(tx, OFFICIAL_BJ, mid))
     with world.ledger.engine.connect() as conn:
         assert get_member(conn, mid).left_at is None  # type: ignore[union-attr]
+
+
+# -- the sensitive group: sealed on the ledger ----------------------------------------------------
+
+NATIONAL = Actor(Role.OFFICIAL, "acct-national", "100000")
+OFFICIAL_FACTORY = Actor(Role.OFFICIAL, "acct-factory", "G-FACTORY")  # a sibling union
+
+
+def entries(world: World) -> list[bytes]:
+    size = world.size()
+    return [
+        e for s in range(0, size, 1000) for e in world.ledger.reader.entries(s, min(size, s + 1000))
+    ]
+
+
+def bodies(world: World, type_: str) -> list[dict]:  # type: ignore[type-arg]
+    parsed = [parse_entry(e) for e in entries(world)]
+    return [dict(e.body) for e in parsed if e.type == type_]
+
+
+def spans(
+    world: World, actor: Actor, mid: str, on: str | None = None
+) -> list[tuple[str, str, str | None]]:
+    with world.ledger.engine.connect() as conn:
+        return [(s.group, s.start, s.end) for s in world.members.groups_of(conn, actor, mid, on=on)]
+
+
+def test_hardship_never_reaches_the_ledger_in_clear(world: World) -> None:
+    today = _today()
+    poor = world.enrol(groups=["delivery_rider", "hardship"]).member_id
+    plain = world.enrol(groups=["delivery_rider"]).member_id
+    world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, plain, "hardship", "2026-03-01"))
+    world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, plain, "hardship", "2026-09-01"))
+    world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, plain, "courier", "2026-04-01"))
+
+    # (a) Not in any entry; enrolments with and without hardship look alike.
+    for data in entries(world):
+        assert b"hardship" not in data
+    enrolled = {b["member"]: b for b in bodies(world, "MemberEnrolled")}
+    assert (
+        set(enrolled[poor])
+        == set(enrolled[plain])
+        == {
+            "member",
+            "union",
+            "id_hash",
+            "groups",
+            "sealed",
+        }
+    )
+    assert enrolled[poor]["groups"] == enrolled[plain]["groups"] == ["delivery_rider"]
+    changed = bodies(world, "MemberSealedGroupsChanged")
+    assert [set(b) for b in changed] == [{"member", "sealed"}] * 2
+    lengths = {len(b["sealed"]) for b in [*enrolled.values(), *changed]}
+    assert lengths == {395}  # base64url of 24 + 256 + 16 bytes, whatever the state holds
+    assert [b["group"] for b in bodies(world, "MemberGroupAdded")] == ["courier"]
+
+    # (b) The member's own chain of officials sees the spans with their dates; nobody else.
+    assert spans(world, OFFICIAL_BJ, poor) == [
+        ("delivery_rider", today, None),
+        ("hardship", today, None),
+    ]
+    assert spans(world, NATIONAL, plain) == [
+        ("courier", "2026-04-01", None),
+        ("delivery_rider", today, None),
+        ("hardship", "2026-03-01", "2026-09-01"),
+    ]
+    assert spans(world, Actor(Role.MEMBER, plain, plain), plain)[2][0] == "hardship"
+    assert [g for g, _, _ in spans(world, AUDITOR, plain)] == ["courier", "delivery_rider"]
+    assert [g for g, _, _ in spans(world, AUDITOR, poor)] == ["delivery_rider"]
+    with pytest.raises(UnknownMember):
+        spans(world, OFFICIAL_SH, poor)
+    with pytest.raises(UnknownMember):
+        spans(world, OFFICIAL_FACTORY, poor)  # a sibling union is not the member's chain
+    assert spans(world, OFFICIAL_BJ, plain, on="2026-05-01")[-1] == (
+        "hardship",
+        "2026-03-01",
+        "2026-09-01",
+    )
+    with world.ledger.engine.connect() as conn:
+        assert world.members.active_groups(conn, poor, today) == ["delivery_rider", "hardship"]
+        assert world.members.active_groups(conn, plain, "2026-05-01") == ["courier", "hardship"]
+        assert world.members.active_groups(conn, plain, date(2026, 9, 1)) == ["courier"]
+        listed = world.members.list_members(
+            conn, OFFICIAL_BJ, union_code="110000", group="hardship"
+        )
+        assert [m.member_id for m in listed] == [poor]
+        with pytest.raises(Forbidden):
+            world.members.list_members(conn, AUDITOR, union_code="110000", group="hardship")
+        with pytest.raises(unions.UnknownUnion):
+            world.members.list_members(conn, OFFICIAL_SH, union_code="110000", group="hardship")
+
+    # Duplicates and impossible ends are refused like for any group, and write nothing.
+    before = world.size()
+    with pytest.raises(BadGroup):
+        world.run(lambda tx: world.members.add_group(tx, OFFICIAL_BJ, poor, "hardship"))
+    with pytest.raises(BadGroup):
+        world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, plain, "hardship"))
+    with pytest.raises(BadGroup):
+        world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, poor, "hardship", today))
+    with pytest.raises(UnknownMember):
+        world.run(lambda tx: world.members.add_group(tx, OFFICIAL_SH, plain, "hardship"))
+    assert world.size() == before
+
+    # (c) The projections rebuild from the chain alone, without the vault.
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+    rebuild(world.ledger.writer, PROJECTIONS)
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+    assert spans(world, OFFICIAL_BJ, poor)[-1] == ("hardship", today, None)
+    with world.ledger.engine.connect() as conn:
+        assert "hardship" not in set(conn.execute(select(member_groups.c.grp)).scalars())
+
+    # (e) A personal-data update rotates the data key but not the ledger sealing key.
+    with world.ledger.engine.connect() as conn:
+        key_before = conn.execute(
+            select(vault.c.ledger_key).where(vault.c.member_id == poor)
+        ).scalar()
+    world.run(
+        lambda tx: world.members.vault.put(
+            tx.execute, poor, world.person("赵六"), "2026-12-01T00:00:00Z"
+        )
+    )
+    with world.ledger.engine.connect() as conn:
+        key_after = conn.execute(
+            select(vault.c.ledger_key).where(vault.c.member_id == poor)
+        ).scalar()
+    assert key_after == key_before
+    assert spans(world, OFFICIAL_BJ, poor)[-1] == ("hardship", today, None)
+
+    # (d) Erasure shreds the sealing key: the spans are gone for everybody, the chain verifies.
+    world.run(lambda tx: world.members.erase(tx, OFFICIAL_BJ, poor))
+    for actor in (OFFICIAL_BJ, NATIONAL, SYSTEM, AUDITOR):
+        assert [g for g, _, _ in spans(world, actor, poor)] == ["delivery_rider"]
+    with world.ledger.engine.connect() as conn:
+        assert world.members.active_groups(conn, poor, today) == ["delivery_rider"]
+        assert world.members.list_members(conn, SYSTEM, union_code="100000", group="hardship") == []
+        assert (
+            conn.execute(select(vault.c.ledger_key).where(vault.c.member_id == poor)).scalar()
+            is None
+        )
+    with pytest.raises(BadGroup):
+        world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, poor, "hardship"))
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+    world.ledger.sequencer.checkpoint()
+    assert audit(ReaderSource(world.ledger.reader), world.ledger.verifier).entries == world.size()
+
+
+def test_rejoining_keeps_an_open_hardship_span_and_reopens_an_ended_one(world: World) -> None:
+    today = _today()
+    person = world.person()
+    mid = world.enrol(person=person, groups=["hardship"]).member_id
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
+    before = len(bodies(world, "MemberSealedGroupsChanged"))
+    world.enrol(person=person, groups=["hardship", "courier"])  # re-join: vault.put again
+    assert len(bodies(world, "MemberSealedGroupsChanged")) == before  # still open: unchanged
+    assert spans(world, OFFICIAL_BJ, mid) == [("courier", today, None), ("hardship", today, None)]
+    world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, mid, "hardship", "2099-01-01"))
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
+    # The span ends in the future, so it is not open: re-joining opens a second one from today.
+    world.enrol(person=person, groups=["hardship"])
+    assert [s for s in spans(world, OFFICIAL_BJ, mid) if s[0] == "hardship"] == [
+        ("hardship", today, None),
+        ("hardship", today, "2099-01-01"),
+    ]
+    for data in entries(world):
+        assert b"hardship" not in data
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+
+
+def test_a_long_hardship_history_keeps_the_latest_spans_in_one_box(world: World) -> None:
+    mid = world.enrol().member_id
+    for year in range(2020, 2027):
+        world.run(
+            lambda tx, y=year: world.members.add_group(
+                tx, OFFICIAL_BJ, mid, "hardship", f"{y}-01-01"
+            )
+        )
+        world.run(
+            lambda tx, y=year: world.members.end_group(
+                tx, OFFICIAL_BJ, mid, "hardship", f"{y}-07-01"
+            )
+        )
+    assert spans(world, OFFICIAL_BJ, mid) == [
+        ("hardship", f"{y}-01-01", f"{y}-07-01") for y in range(2023, 2027)
+    ]
+    assert {len(b["sealed"]) for b in bodies(world, "MemberSealedGroupsChanged")} == {395}
+
+
+def test_visible_groups_follow_a_simple_model(world: World) -> None:
+    """Random sequences of adding and ending the sensitive group and a normal one (mostly the
+    valid move, sometimes the refused one): an official sees exactly the model's spans (the
+    four latest hardship spans), an auditor the normal ones, ``active_groups`` all of them."""
+    moves = st.lists(
+        st.tuples(
+            st.sampled_from(["valid", "valid", "valid", "refused"]),
+            st.sampled_from(["hardship", "hardship", "courier"]),
+            st.integers(1, 60),
+        ),
+        max_size=30,
+    )
+
+    @settings(max_examples=25)
+    @given(moves=moves)
+    def run(moves: list[tuple[str, str, int]]) -> None:
+        mid = world.enrol().member_id
+        model: dict[str, list[list[str | None]]] = {"hardship": [], "courier": []}
+        day = date(2026, 1, 1)
+        for kind, group, step in moves:
+            day += timedelta(days=step)
+            text = day.isoformat()
+            spans_of = model[group]
+            is_open = bool(spans_of) and spans_of[-1][1] is None
+            adding = is_open != (kind == "valid")
+            change = world.members.add_group if adding else world.members.end_group
+
+            def command(tx: Tx, change=change, g=group, t=text) -> object:
+                return change(tx, OFFICIAL_BJ, mid, g, t)
+
+            if kind == "refused":
+                with pytest.raises(BadGroup):
+                    world.run(command)
+                continue
+            world.run(command)
+            if adding:
+                spans_of.append([text, None])
+            else:
+                spans_of[-1][1] = text
+        expected = sorted(
+            [("hardship", s, e) for s, e in model["hardship"][-4:]]
+            + [("courier", s, e) for s, e in model["courier"]]
+        )
+        assert sorted(spans(world, OFFICIAL_BJ, mid)) == expected  # type: ignore[arg-type]
+        assert sorted(spans(world, AUDITOR, mid)) == [s for s in expected if s[0] == "courier"]
+        last = day.isoformat()
+        with world.ledger.engine.connect() as conn:
+            active = world.members.active_groups(conn, mid, last)
+        assert active == sorted(
+            {g for g, a, b in expected if a <= last and (b is None or last < b)}
+        )
+
+    run()
+    for data in entries(world):
+        assert b"hardship" not in data
+    assert compare(world.ledger.engine, PROJECTIONS) == []
+
+
+def test_listing_by_hardship_pages_across_scan_chunks(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger import members as members_module
+
+    monkeypatch.setattr(members_module, "_SCAN_CHUNK", 2)
+    chosen = [i % 3 == 0 for i in range(10)]
+    ids = [world.enrol(groups=["hardship"] if h else []).member_id for h in chosen]
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, ids[3]))  # left: still in hardship
+    ended = ids[6]
+    world.run(lambda tx: world.members.end_group(tx, OFFICIAL_BJ, ended, "hardship", "2099-01-01"))
+    world.run(lambda tx: world.members.erase(tx, OFFICIAL_BJ, ids[9]))  # erased: not any more
+    expected = sorted(i for i, h in zip(ids, chosen, strict=True) if h and i != ids[9])
+    pages: list[list[str]] = []
+    after = None
+    with world.ledger.engine.connect() as conn:
+        while True:
+            page = world.members.list_members(
+                conn, OFFICIAL_BJ, union_code="110000", group="hardship", after=after, limit=2
+            )
+            pages.append([m.member_id for m in page])
+            if len(page) < 2:
+                break
+            after = page[-1].member_id
+        assert [m for p in pages for m in p] == expected
+        active = world.members.list_members(
+            conn, OFFICIAL_BJ, union_code="G-RIDERS", group="hardship", status="active"
+        )
+        assert [m.member_id for m in active] == [m for m in expected if m != ids[3]]
+        assert (
+            world.members.list_members(conn, OFFICIAL_BJ, union_code="G-FACTORY", group="hardship")
+            == []
+        )

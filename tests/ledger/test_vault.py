@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
+import nacl.bindings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +26,15 @@ from ledger.identity import (
     synthetic_id_number,
 )
 from ledger.schema import metadata
-from ledger.vault import Erased, PersonalData, Vault, VaultCorrupt, vault
+from ledger.vault import (
+    LEDGER_PADDED_SIZE,
+    LEDGER_PLAINTEXT_MAX,
+    Erased,
+    PersonalData,
+    Vault,
+    VaultCorrupt,
+    vault,
+)
 from tests.ledger.conftest import Ledger
 
 MASTER = bytes(range(32))
@@ -80,10 +90,17 @@ def personal_values(data: PersonalData) -> list[bytes]:
 def assert_holds_none_of(row: dict[str, Any], data: PersonalData) -> None:
     """The row's boxes hold none of the values (values under 6 bytes would match random bytes by
     chance); its other columns are exactly the pseudonymous id and the times."""
-    assert set(row) == {"member_id", "wrapped_key", "sealed", "erased_at", "updated_at"}
+    assert set(row) == {
+        "member_id",
+        "wrapped_key",
+        "sealed",
+        "ledger_key",
+        "erased_at",
+        "updated_at",
+    }
     assert isinstance(row["member_id"], str)
     assert row["erased_at"] is None or isinstance(row["erased_at"], str)
-    boxes = bytes(row["wrapped_key"] or b"") + bytes(row["sealed"] or b"")
+    boxes = b"".join(bytes(row[c] or b"") for c in ("wrapped_key", "sealed", "ledger_key"))
     for value in personal_values(data):
         if len(value) >= 6:
             assert value not in boxes
@@ -284,6 +301,7 @@ def test_erase_destroys_key_and_data(engine: Engine) -> None:
         "member_id": member,
         "wrapped_key": None,
         "sealed": None,
+        "ledger_key": None,
         "erased_at": LATER,
         "updated_at": LATER,
     }
@@ -334,6 +352,125 @@ def test_nothing_personal_is_logged(engine: Engine, caplog: pytest.LogCaptureFix
     logged = "\n".join(record.getMessage() for record in caplog.records)
     for value in personal_values(DATA):
         assert value.decode() not in logged
+
+
+# -- ledger boxes: sealed under a key that outlives every put, shredded by erasure --------------
+
+
+def seal(engine: Engine, box: Vault, member_id: str, plaintext: bytes, **kw: str) -> bytes:
+    with engine.begin() as conn:
+        return box.seal_for_ledger(conn.execute, member_id, plaintext, **kw)
+
+
+def unseal(engine: Engine, box: Vault, member_id: str, blob: bytes, **kw: str) -> bytes | None:
+    with engine.connect() as conn:
+        return box.open_from_ledger(conn, member_id, blob, **kw)
+
+
+def test_ledger_boxes_round_trip_with_one_length(engine: Engine) -> None:
+    box, member = Vault(MASTER), new_member_id()
+    put(engine, box, member, DATA)
+    for plaintext in (b"", b"[]", b'[{"from":"2026-11-25","group":"hardship","to":null}]'):
+        blob = seal(engine, box, member, plaintext)
+        assert len(blob) == 24 + LEDGER_PADDED_SIZE + 16
+        assert plaintext not in blob or plaintext == b""
+        assert unseal(engine, box, member, blob) == plaintext
+    longest = b"x" * LEDGER_PLAINTEXT_MAX
+    assert unseal(engine, box, member, seal(engine, box, member, longest)) == longest
+    with pytest.raises(ValueError, match="at most"):
+        seal(engine, box, member, longest + b"x")
+    with pytest.raises(TypeError):
+        seal(engine, box, member, "[]")  # type: ignore[arg-type]
+    with pytest.raises(Invalid):
+        seal(engine, box, member, b"[]", purpose="Not A Purpose")
+    # Two seals of one plaintext differ (fresh nonces), and both open.
+    first, second = seal(engine, box, member, b"[]"), seal(engine, box, member, b"[]")
+    assert first != second
+
+
+def test_ledger_box_format_is_as_documented(engine: Engine) -> None:
+    """docs/events.md: an independent holder of the master key opens a box with libsodium."""
+    box, member = Vault(MASTER), new_member_id()
+    put(engine, box, member, DATA)
+    blob = seal(engine, box, member, b"[]")
+    wrapped = bytes(raw_row(engine, member)["ledger_key"])
+    decrypt = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+    key = decrypt(
+        wrapped[24:], b"unionledger-vault/1 ledger-key " + member.encode(), wrapped[:24], MASTER
+    )
+    aad = b"unionledger-vault/1 ledger-seal sensitive-groups " + member.encode()
+    padded = decrypt(blob[24:], aad, blob[:24], key)
+    assert padded == b"[]" + b"\x80" + bytes(LEDGER_PADDED_SIZE - 3)
+
+
+def test_put_keeps_the_ledger_key_and_old_boxes_open(engine: Engine) -> None:
+    box, member = Vault(MASTER), new_member_id()
+    put(engine, box, member, DATA)
+    first = raw_row(engine, member)
+    blob = seal(engine, box, member, b"old state")
+    put(engine, box, member, PersonalData(DATA.name, DATA.id_number, "13800000000"), LATER)
+    second = raw_row(engine, member)
+    assert bytes(second["wrapped_key"]) != bytes(first["wrapped_key"])  # the data key rotates
+    assert bytes(second["ledger_key"]) == bytes(first["ledger_key"])  # the ledger key does not
+    assert unseal(engine, box, member, blob) == b"old state"
+
+
+def test_erasure_shreds_ledger_boxes(engine: Engine) -> None:
+    box, member, kept = Vault(MASTER), new_member_id(), new_member_id()
+    put(engine, box, member, DATA)
+    put(engine, box, kept, DATA)
+    blob, other = seal(engine, box, member, b"[]"), seal(engine, box, kept, b"[]")
+    erase(engine, box, member)
+    assert unseal(engine, box, member, blob) is None
+    assert unseal(engine, box, kept, other) == b"[]"
+    with pytest.raises(Erased):
+        seal(engine, box, member, b"[]")
+    with engine.connect() as conn:
+        assert box.open_many_from_ledger(conn, {member: blob, kept: other}) == {
+            member: None,
+            kept: b"[]",
+        }
+
+
+def test_a_member_without_a_row_or_a_key(engine: Engine) -> None:
+    box, member = Vault(MASTER), new_member_id()
+    with pytest.raises(VaultCorrupt):
+        seal(engine, box, member, b"[]")
+    assert unseal(engine, box, member, secrets.token_bytes(296)) is None
+    # A row from before ledger keys opens nothing until it gets one, at a put or a seal.
+    put(engine, box, member, DATA)
+    set_column(engine, member, ledger_key=None)
+    assert unseal(engine, box, member, secrets.token_bytes(296)) is None
+    blob = seal(engine, box, member, b"[]")
+    assert raw_row(engine, member)["ledger_key"] is not None
+    assert unseal(engine, box, member, blob) == b"[]"
+    set_column(engine, member, ledger_key=None)
+    put(engine, box, member, DATA, LATER)
+    assert raw_row(engine, member)["ledger_key"] is not None
+
+
+def test_ledger_boxes_are_bound_to_member_purpose_key_and_bytes(engine: Engine) -> None:
+    box, a, b = Vault(MASTER), new_member_id(), new_member_id()
+    put(engine, box, a, DATA)
+    put(engine, box, b, DATA)
+    blob = seal(engine, box, a, b"[]")
+    flipped = bytearray(blob)
+    flipped[40] ^= 1
+    for member, bad, kw in [
+        (b, blob, {}),  # another member's box
+        (a, blob, {"purpose": "something-else"}),
+        (a, bytes(flipped), {}),
+        (a, blob[:30], {}),
+        (a, b"", {}),
+    ]:
+        with pytest.raises(VaultCorrupt) as info:
+            unseal(engine, box, member, bad, **kw)
+        assert_no_personal_values(info.value)
+    with pytest.raises(VaultCorrupt):
+        unseal(engine, Vault(bytes(32)), a, blob)  # the wrong master key
+    set_column(engine, a, ledger_key=bytes(raw_row(engine, b)["ledger_key"]))
+    with pytest.raises(VaultCorrupt):  # a wrapped ledger key moved to another member
+        unseal(engine, box, a, blob)
 
 
 # -- with the sequencer: the vault write commits with the events, or not at all ----------------
