@@ -3,127 +3,24 @@
 The member's phone holds a *credential* (issued by a union, :func:`issue_credential`) and shows
 a *presentation* of it as a QR code (:func:`present`); a station checks it, often offline,
 with :func:`verify_presentation` against a verified trust list and status lists. Pure: keys,
-times and randomness are passed in. The figures below are measured by the tests and
-``bench/bench_credential.py``.
+times and randomness are passed in.
 
-Wire layout (version 1)
------------------------
-The QR text is ``UL1:`` followed by the base45 (RFC 9285) of one CBOR item (RFC 8949, every
-item in its shortest form, definite lengths, no tags). Byte by byte, for a member of union
-``440106-0012`` whose credential union ``440000`` issued (two groups, one disclosed)::
+``docs/credentials.md`` is the specification: the layout byte by byte (with a worked example
+that the tests regenerate), the ten checks in order, the status list and trust list lookups,
+the measured sizes, and the reason for every byte. In short, layout version 1::
 
-    83+d                      array of 3 + d items (d = number of disclosures, at most 20)
-    -- the credential: an untagged COSE_Sign1 (RFC 9052), copied verbatim as issued --
-    84                        COSE_Sign1 = [protected, unprotected, payload, signature]
-    4D                        protected: bstr of 13 bytes
-       A2 01 27               {1 (alg): -8 (EdDSA),
-          04 48 <8 bytes>      4 (kid): the issuer key's short id}
-    A0                        unprotected: {} (nothing unsigned)
-    58 78                     payload: bstr of 120 bytes, a CWT claims map (RFC 8392)
-       A8                     map of 8 (7 to 9) claims, labels in this order:
-       01 66 "440000"           1  iss   issuing union code (text)
-       04 1A <4>                4  exp   expiry, NumericDate
-       06 1A <4>                6  iat   issue time, NumericDate (also the not-before)
-       20 50 <16>              -1  member id: the pseudonym's 16 raw bytes
-       21 58 20 <32>           -2  holder key: the raw 32-byte Ed25519 public key
-       22 6B "440106-0012"     -3  home union code; absent when it is iss
-       23 1A <4>               -4  status list index (shortest uint: 1, 2, 3 or 5 bytes)
-       24 58 18 <2 x 12>       -5  group digests: n x 12 bytes, sorted; absent when n = 0
-    58 40 <64>                the issuer's Ed25519 signature of the RFC 9052 Sig_structure
-                              ["Signature1", protected, h'', payload]
-    -- the holder proof --
-    1A <4>                    proof time, NumericDate (with a station challenge:
-                              82 1A <4> 4x <challenge>, i.e. [time, challenge])
-    58 40 <64>                the holder key's Ed25519 signature (below)
-    -- the disclosures, each a bstr of the CBOR [salt, group] the issuer made --
-    4F 82 4C <12> 01          bstr(15): [salt (12 bytes), group code 1 = delivery_rider]
+    UL1: base45([credential, proof time or [time, challenge], holder signature, disclosure...])
+    credential: an untagged COSE_Sign1
+        [h'A2 01 27 04 44 <short kid, 4 bytes>', {}, h'<claims>', <Ed25519 signature, 64 bytes>]
+    claims: {4 exp, 6 iat, -1 member id (16 bytes), -2 holder key (32 bytes),
+             ? -3 home union, -4 status index, ? -5 group digests (n x 12 bytes, sorted)}
+    disclosure: h'[salt (12 bytes), group code or name]'
 
-What the holder signs (never sent, both sides build it: ``_holder_message``) is the CBOR
-``[HOLDER_PROOF_CONTEXT, SHA-256(credential bytes), proof time, challenge or null,
-[disclosure bstr, ...]]``. A group's digest is the first 12 bytes of
-``SHA-256(DISCLOSURE_CONTEXT || disclosure bytes)``. ``credential_hash`` is SHA-256 of the
-credential's bytes (the ``token``), exactly as they sit in the QR.
-
-Sizes (characters including ``UL1:``; QR version at error correction Q / M, alphanumeric mode;
-status index above 65,535; groups disclosed: one):
-
-    =====================================================  =====  =======  ======
-    credential                                             chars  Q        M
-    =====================================================  =====  =======  ======
-    home = issuer, 1 group                                   403  15       12
-    home = issuer, 2 groups  (or home 11 chars, 1 group)     423  15       13
-    home 11 chars, 2 groups                                  442  16       13
-    each further group: +18; each further disclosure: +24; a challenge of c bytes:
-    +1.5 (c + 2); home code of h characters: +1.5 (h + 2); status index below 65,536: -3
-    =====================================================  =====  =======  ======
-
-A version 15 code at Q holds up to 427 characters. Benchmarks: EU DCC median 553 characters
-(version 18 at Q) without holder binding; a naive CWT layout with holder proof 466 (v16);
-an SD-JWT VC presentation with key binding about 1,000 (v26 at M).
-
-Layout choices (every byte is 1.5 characters)
----------------------------------------------
-- **Untagged COSE_Sign1** (tag 18 omitted, 1 byte): the ``UL1:`` prefix already says what
-  follows, and the credential has one byte form everywhere (token, QR, hash). A generic COSE
-  tool needs ``D2`` prepended. ``alg`` stays in the protected header (3 bytes) so that a
-  generic COSE library verifies the credential with the issuer's key.
-- **Short kid**: the first 8 bytes of the issuer key's RFC 7638 SHA-256 thumbprint (the
-  43-character kid is its base64url: ``credential_kid``), 10 bytes instead of 45. The
-  verifier indexes every key of the trust list by it, once per trust list; a short id that
-  matches two keys is refused (``UnknownIssuer``), never guessed. Chance of such a collision
-  among 200,000 keys (stations included): about 1e-9.
-- **Claims**: ``iss``, ``exp`` and ``iat`` are the RFC 8392 ones. The member id travels as
-  its 16 raw bytes under a private label (RFC 8392 ``sub`` is a text StringOrURI; 18 bytes
-  instead of 24). The holder key is its raw 32 bytes under a private label instead of ``cnf``
-  (8) ``{1: COSE_Key {1: 1, -1: 6, -2: x}}``: the profile fixes OKP/Ed25519, so ``kty`` and
-  ``crv`` would carry nothing (35 bytes instead of 43). The status index stands alone: the
-  list is the issuer's (``status_lists[iss]``), so the draft's ``status`` claim with a URI
-  (about 40 bytes) is not needed. No ``nbf``: ``iat`` is the not-before. The private labels
-  -1..-5 take one byte each; IANA reserves labels below -65536 for private use, which would
-  cost 4 more bytes per claim, so these numbers are this profile's (``UL1:``) and a new
-  layout version may renumber them. Unknown labels are refused.
-- **Selective disclosure** (groups such as ``hardship`` are never readable unless disclosed):
-  the credential holds one truncated digest per group, sorted (the position of a digest says
-  nothing about its group) in one byte string (n + 1 bytes fewer than an array of them). A
-  disclosure is the CBOR ``[salt, group]``, the group a one-byte code (:data:`GROUP_CODES`,
-  append-only) or, for a group without a code, its name.
-  *Digest length, 12 bytes (96 bits)*: the threat is a holder claiming a group they do not
-  have, i.e. a second preimage of one of their own n digests. Collisions (the birthday bound)
-  do not help, because the issuer picks every hashed input (the salt) and the holder none;
-  digests are per credential, so there are no other members' digests to aim at: the cost is
-  2**96 / n hash evaluations, within the credential's lifetime. The whole Bitcoin network
-  (about 2**69 SHA-256 a second) would need years per forged group; 8 bytes (2**64) would
-  be in reach of a determined attacker.
-  *Salt length, 12 bytes (96 bits)*: the threat is a station learning an undisclosed group by
-  trying every salt with every group name: 2**96 work per member and group. SD-JWT's 128-bit
-  salts and full digests would add 4 bytes per group and 4 per disclosure.
-- **Holder proof**: a bare Ed25519 signature plus the proof time, not a COSE_Sign1 (which
-  would add an array head, an empty protected header, an unprotected map and a payload head:
-  4 bytes, and 2 more for a protected ``alg``) for no gain in soundness: the algorithm is fixed
-  by the profile, and the signed bytes start with ``85 78 26`` and the context string
-  :data:`HOLDER_PROOF_CONTEXT`, which no RFC 9052 Sig_structure (``"Signature1"``), JWS
-  signing input (``eyJ``) or other UnionLedger signature begins with (the holder key is made
-  for these proofs only). The credential hash is not sent, so it costs nothing to keep all 32
-  bytes. The disclosures are signed too (as SD-JWT's ``sd_hash`` does): nobody but the holder
-  can add or strip one. The challenge travels only when a station gave one, so that step 9
-  can tell a wrong answer from a forged proof.
-- **One encoding**: the verifier refuses a presentation that is not the shortest-form encoding
-  of its content (it re-encodes and compares), and base45 is strict, so every character of
-  the QR matters (tested: any change is refused). Not zlib: at these sizes it gains nothing
-  (the EU DCC measured a median ratio of 1.003).
-
-Verification
-------------
-:func:`verify_presentation` runs ten numbered checks, in order, each with its own error
-(``verifier.errors``, all :class:`~verifier.errors.CredentialError` with a stable ``code`` and
-the ``step`` it reports). It is built for the station's hot path: base45 is decoded with
-big-integer arithmetic (2.9 us instead of 26 us), the trust list is indexed by short kid once
-per trust list (the keyring still decides, and explains, every refusal), the holder message is
-assembled from CBOR heads, and the issuer's payload is decoded once and never re-encoded.
-Measured (``bench/bench_credential.py``, 2-core development machine): 11,300 verifications a
-second, 82-84 % of the raw two-signature pynacl limit (13,500/s: about 15 us of Python around
-74 us of signature checks) and 2.3x a pyjwt verifier of the same claims as a JWT pair; p50
-0.09 ms, p99 0.11 ms. Issuance: 35,000 a second (raw pynacl signing: 71,000).
+The credential names no issuer: its short kid (the first 4 bytes of the key's RFC 7638
+thumbprint) names exactly one *issuer* key of the trust list, and that key's scope is the
+issuing union (the home union travels only when it is another). The typical presentation (a
+member of an 11-character grassroots union, one group disclosed, status index above 65,535) is
+405 characters: QR version 15 at level Q (``tests/verifier/test_credential.py`` measures it).
 """
 
 from __future__ import annotations
@@ -133,7 +30,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -175,12 +72,14 @@ __all__ = [
     "decode_credential",
     "issue_credential",
     "present",
+    "short_kid_collisions",
     "verify_presentation",
 ]
 
 PREFIX = "UL1:"
 """Layout version 1. Another layout gets another prefix; verifiers refuse what they do not know."""
-KID_SIZE = 8
+KID_SIZE = 4
+"""Bytes of the RFC 7638 thumbprint a credential carries (docs/credentials.md, section 10)."""
 DIGEST_SIZE = 12
 SALT_SIZE = 12
 MEMBER_ID_SIZE = 16
@@ -189,11 +88,12 @@ MAX_TEXT = 4296  # the most alphanumeric characters any QR code holds (version 4
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 
 # COSE (RFC 9052) and CWT (RFC 8392) labels; negative labels are this profile's own claims.
+# No iss (label 1): the issuing union is the scope of the key the short kid names.
 EDDSA = -8
-CLAIM_ISS, CLAIM_EXP, CLAIM_IAT = 1, 4, 6
+CLAIM_EXP, CLAIM_IAT = 4, 6
 CLAIM_MEMBER, CLAIM_HOLDER_KEY, CLAIM_HOME, CLAIM_STATUS, CLAIM_GROUPS = -1, -2, -3, -4, -5
-_REQUIRED = (CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_MEMBER, CLAIM_HOLDER_KEY)
-# The label sequences a claims map may have: RFC 8949 deterministic order (01 04 06 20 21 ...).
+_REQUIRED = (CLAIM_EXP, CLAIM_IAT, CLAIM_MEMBER, CLAIM_HOLDER_KEY)
+# The label sequences a claims map may have: RFC 8949 deterministic order (04 06 20 21 ...).
 _CLAIM_LAYOUTS = frozenset(
     (*_REQUIRED, *home, CLAIM_STATUS, *groups)
     for home in ((), (CLAIM_HOME,))
@@ -362,6 +262,40 @@ def credential_kid(kid: str) -> bytes:
     return raw[:KID_SIZE]
 
 
+def _issuer_records_by_short_kid(
+    records: Iterable[keys.KeyRecord],
+) -> dict[bytes, list[keys.KeyRecord]]:
+    """Short kid -> the *issuer* keys of ``records`` that have it. Only issuer keys sign
+    credentials, so only they are named by a short kid (a station's or log's key never is)."""
+    found: dict[bytes, list[keys.KeyRecord]] = {}
+    for record in records:
+        if record.role is keys.Role.ISSUER:
+            found.setdefault(credential_kid(record.kid), []).append(record)
+    return found
+
+
+def short_kid_collisions(
+    trust_list: keys.TrustList | Iterable[keys.KeyRecord],
+) -> dict[bytes, tuple[str, ...]]:
+    """The issuer keys that share a short kid: short kid -> their full kids, oldest first
+    (``not_before``, then kid); empty when every issuer key has its own.
+
+    For the side that publishes trust lists (a :class:`keys.TrustList`, a :class:`keys.Keyring`
+    or any key records): call it before signing a trust list and, for each collision, replace
+    the newest key by a fresh one before publishing it (issuer keys are published 30 days before
+    they sign, so the replaced key has signed nothing a station could check). A verifier refuses
+    a credential whose short kid names several issuer keys (``UnknownIssuer``), never guesses.
+    Among a few hundred issuer keys, the chance that two share a short kid is about 1e-5
+    (docs/credentials.md, section 10).
+    """
+    records = trust_list.keyring if isinstance(trust_list, keys.TrustList) else trust_list
+    return {
+        short: tuple(r.kid for r in sorted(found, key=lambda r: (r.not_before, r.kid)))
+        for short, found in _issuer_records_by_short_kid(records).items()
+        if len(found) > 1
+    }
+
+
 # -- the credential ----------------------------------------------------------------------------
 
 
@@ -377,11 +311,12 @@ class IssuedCredential:
 
 class UnverifiedCredential(NamedTuple):
     """The claims of a credential, decoded but NOT verified (for a wallet to show, and the
-    verifier's intermediate). Times are NumericDate seconds."""
+    verifier's intermediate). Times are NumericDate seconds. The credential does not name its
+    issuer: ``kid`` (the short kid) does, through the trust list, and the issuing union is that
+    key's scope; ``home_union`` is ``None`` when the member's home union is the issuing union."""
 
     kid: bytes
-    issuer_union: str
-    home_union: str
+    home_union: str | None
     member_id: str
     holder_key: keys.PublicKey
     issued_at: int
@@ -394,6 +329,15 @@ def _union(value: object, what: str) -> str:
     if not isinstance(value, str) or not _UNION_RE.match(value):
         raise ValueError(f"{what} must be a union code (letters, digits, ._:- up to 64)")
     return value
+
+
+def _issuer_union(issuer: object, issuer_key: keys.PrivateKey) -> str:
+    """The issuing union: the scope of ``issuer``, the record of the issuer key ``issuer_key``."""
+    if not isinstance(issuer, keys.KeyRecord) or issuer.role is not keys.Role.ISSUER:
+        raise ValueError("issuer must be the record of an issuer key (role issuer)")
+    if issuer.public_key != issuer_key.public_key:
+        raise ValueError("issuer is not the record of issuer_key")
+    return _union(issuer.scope, "the issuer key's scope")
 
 
 def _group_value(group: object) -> int | str:
@@ -414,8 +358,7 @@ def _seconds(value: datetime, what: str) -> int:
 def issue_credential(
     *,
     issuer_key: keys.PrivateKey,
-    issuer_kid: str,
-    issuer_union: str,
+    issuer: keys.KeyRecord,
     member_id: str,
     home_union: str,
     holder_public_key: keys.PublicKey,
@@ -425,16 +368,20 @@ def issue_credential(
     expires_at: datetime,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> IssuedCredential:
-    """Issue a station credential (layout: module docstring). Pure but for ``rng`` (salts).
+    """Issue a station credential (docs/credentials.md). Pure but for ``rng`` (salts).
+
+    ``issuer`` is the trust-list record of ``issuer_key`` (normally
+    ``keyring.current(Role.ISSUER, issued_at, scope=union)``): the credential carries its short
+    kid, and its scope is the issuing union, which the credential does not repeat (nor the home
+    union when it is the same). Whether the key may sign at ``issued_at`` is the verifier's
+    judgement (step 3), not checked here.
 
     Raises:
-        ValueError: ``issuer_kid`` is not ``issuer_key``'s id; a bad union code, member id
-            (the base64url of 16 bytes), group name (or a group twice), status index
-            (0 <= i < 2**32), time range, or ``rng`` output.
+        ValueError: ``issuer`` is not an issuer key's record or not ``issuer_key``'s; a bad
+            union code, member id (the base64url of 16 bytes), group name (or a group twice),
+            status index (0 <= i < 2**32), time range, or ``rng`` output.
     """
-    if issuer_kid != issuer_key.key_id:
-        raise ValueError("issuer_kid is not the RFC 7638 key id of issuer_key")
-    _union(issuer_union, "issuer_union")
+    issuer_union = _issuer_union(issuer, issuer_key)
     _union(home_union, "home_union")
     try:
         member = b64url_decode(member_id)
@@ -463,7 +410,6 @@ def issue_credential(
     if len(set(digests)) != len(digests):  # pragma: no cover - a 96-bit collision
         raise ValueError("two disclosures share a digest: issue again")
     claims: dict[int, Any] = {
-        CLAIM_ISS: issuer_union,
         CLAIM_EXP: exp,
         CLAIM_IAT: iat,
         CLAIM_MEMBER: member,
@@ -476,7 +422,7 @@ def issue_credential(
         # Sorted, so the position of a digest says nothing about which group it hides.
         claims[CLAIM_GROUPS] = b"".join(sorted(digests))
     payload = cbor2.dumps(claims)  # inserted in RFC 8949 deterministic order (tested)
-    protected = _PROTECTED_HEAD + credential_kid(issuer_kid)
+    protected = _PROTECTED_HEAD + credential_kid(issuer.kid)
     signature = issuer_key.sign(_sig_structure(_bstr(protected), _bstr(payload)))
     token = b"\x84" + _bstr(protected) + b"\xa0" + _bstr(payload) + _bstr(signature)
     return IssuedCredential(token, disclosures, hashlib.sha256(token).digest())
@@ -498,14 +444,12 @@ def _claims(kid: bytes, payload: bytes) -> UnverifiedCredential:
         raise CredentialMalformed("credential claims are not one CBOR map with distinct labels")
     if tuple(claims) not in _CLAIM_LAYOUTS:
         raise CredentialMalformed("credential claims hold an unknown label or are out of order")
-    iss, exp, iat = claims.get(CLAIM_ISS), claims.get(CLAIM_EXP), claims.get(CLAIM_IAT)
+    exp, iat = claims.get(CLAIM_EXP), claims.get(CLAIM_IAT)
     member, holder = claims.get(CLAIM_MEMBER), claims.get(CLAIM_HOLDER_KEY)
-    home, index = claims.get(CLAIM_HOME, iss), claims.get(CLAIM_STATUS)
+    home, index = claims.get(CLAIM_HOME), claims.get(CLAIM_STATUS)
     digests = claims.get(CLAIM_GROUPS, b"")
     if (
-        type(iss) is not str
-        or type(home) is not str
-        or (CLAIM_HOME in claims and home == iss)
+        (CLAIM_HOME in claims and type(home) is not str)
         or type(exp) is not int
         or type(iat) is not int
         or not 0 <= iat < exp <= MAX_TIME
@@ -524,7 +468,7 @@ def _claims(kid: bytes, payload: bytes) -> UnverifiedCredential:
     except keys.MalformedKey as e:
         raise CredentialMalformed("the credential's holder key is not an Ed25519 public key") from e
     return UnverifiedCredential(
-        kid, iss, home, b64url_encode(member), holder_key, iat, exp, index, digests
+        kid, home, b64url_encode(member), holder_key, iat, exp, index, digests
     )
 
 
@@ -609,7 +553,9 @@ def present(
 
 
 class VerifiedPresentation(NamedTuple):
-    """A presentation that passed every check (immutable). ``groups`` holds only the
+    """A presentation that passed every check (immutable). ``issuer_union`` is the scope of
+    the issuer key that signed the credential; ``home_union`` the member's union (the issuer
+    union when the credential names none). ``groups`` holds only the
     disclosed groups; ``presentation_hash`` is SHA-256 of the decoded presentation bytes (what
     an offline redemption record carries); ``proof_time`` is the holder proof's time in
     NumericDate seconds. A NamedTuple rather than a frozen dataclass: it is built on every
@@ -628,11 +574,11 @@ class VerifiedPresentation(NamedTuple):
 
 
 class _KeyEntry(NamedTuple):
-    """A trust-list key, its times as seconds (``_NEVER`` for none), for the fast path."""
+    """A trust-list issuer key, its times as seconds (``_NEVER`` for none), for the fast path.
+    ``scope`` is the issuing union."""
 
     kid: str
-    role: keys.Role
-    scope: str | None
+    scope: str
     not_before: int
     not_after: int
     revoked_at: int
@@ -649,25 +595,26 @@ def _seconds_or_never(value: datetime | None) -> int:
 
 
 def _keys_by_short_kid(trust_list: keys.TrustList) -> dict[bytes, tuple[_KeyEntry, ...]]:
-    """Short key id -> every key of the trust list whose id starts with it, built once per
-    trust list (the pre-resolved lookup). The cache holds the trust list itself, so its ``id``
-    cannot be reused by another object while cached."""
+    """Short key id -> every *issuer* key of the trust list whose id starts with it, built once
+    per trust list (the pre-resolved lookup). The cache holds the trust list itself, so its
+    ``id`` cannot be reused by another object while cached."""
     hit = _TRUST_CACHE.get(id(trust_list))
     if hit is not None and hit[0] is trust_list:
         return hit[1]
-    found: dict[bytes, list[_KeyEntry]] = {}
-    for r in trust_list.keyring:
-        entry = _KeyEntry(
-            r.kid,
-            r.role,
-            r.scope,
-            int(r.not_before.timestamp()),
-            _seconds_or_never(r.not_after),
-            _seconds_or_never(r.revoked_at),
-            r.public_key,
+    index = {
+        short: tuple(
+            _KeyEntry(
+                r.kid,
+                str(r.scope),  # issuer keys always have one (keys.KeyRecord)
+                int(r.not_before.timestamp()),
+                _seconds_or_never(r.not_after),
+                _seconds_or_never(r.revoked_at),
+                r.public_key,
+            )
+            for r in records
         )
-        found.setdefault(credential_kid(r.kid), []).append(entry)
-    index = {short: tuple(entries) for short, entries in found.items()}
+        for short, records in _issuer_records_by_short_kid(trust_list.keyring).items()
+    }
     while len(_TRUST_CACHE) >= _TRUST_CACHE_SIZE:
         _TRUST_CACHE.pop(next(iter(_TRUST_CACHE), 0), None)
     _TRUST_CACHE[id(trust_list)] = (trust_list, index)
@@ -760,49 +707,49 @@ def _parse(text: str) -> tuple[_Parsed, bytes]:
 
 def _issuer_key(
     trust_list: keys.TrustList, claims: UnverifiedCredential, now: datetime, leeway: timedelta
-) -> keys.PublicKey:
-    """Step 3: the trust list is not expired (it might miss a revocation); resolve the short
-    kid in it (a collision is an error, never a guess) and judge the key: role issuer, of union
-    ``iss``, valid at ``iat``."""
+) -> _KeyEntry:
+    """Step 3: the trust list is not expired (it might miss a revocation); the short kid names
+    exactly one issuer key of it (a collision is an error, never a guess), valid at ``iat``.
+    Its scope is the issuing union."""
     if now >= trust_list.expires_at + leeway:
         raise UnknownIssuer(f"the trust list expired at {trust_list.expires_at}: refresh it")
     entries = _keys_by_short_kid(trust_list).get(claims.kid)
     if not entries:
-        raise UnknownIssuer(f"no key {claims.kid.hex()} in the trust list")
+        raise UnknownIssuer(f"no issuer key {claims.kid.hex()} in the trust list")
     if len(entries) > 1:
-        raise UnknownIssuer(f"key id {claims.kid.hex()} matches {len(entries)} keys: refused")
+        raise UnknownIssuer(
+            f"key id {claims.kid.hex()} matches {len(entries)} issuer keys: refused"
+        )
     key, iat = entries[0], claims.issued_at
     # The common case in integers (keys.KeyRecord.check_valid_at's rule: not_before <= t <
     # not_after and t < revoked_at); every refusal is left to the keyring, which explains it.
-    if (
-        key.role is keys.Role.ISSUER
-        and key.scope == claims.issuer_union
-        and key.not_before <= iat < key.not_after
-        and iat < key.revoked_at
-    ):
-        return key.public_key
+    if key.not_before <= iat < key.not_after and iat < key.revoked_at:
+        return key
     try:
-        return trust_list.verification_key(
-            key.kid, keys.Role.ISSUER, datetime.fromtimestamp(iat, UTC), scope=claims.issuer_union
+        trust_list.verification_key(
+            key.kid, keys.Role.ISSUER, datetime.fromtimestamp(iat, UTC), scope=key.scope
         )
     except keys.KeysError as e:
         raise UnknownIssuer(f"issuer key {key.kid}: {e.code}: {e}") from e
+    return key  # pragma: no cover - the two rules agree (tested)
 
 
 def _check_status(
     status_lists: Mapping[str, VerifiedStatusList],
+    issuer_union: str,
     claims: UnverifiedCredential,
     now: datetime,
+    *,
     leeway: timedelta,
     max_age: timedelta | None,
 ) -> None:
     """Step 6: the issuer's status list is present and fresh, the index in range, not set."""
-    status_list = status_lists.get(claims.issuer_union)
+    status_list = status_lists.get(issuer_union)
     if status_list is None:
-        raise StatusListMissing(f"no status list of issuer {claims.issuer_union}")
-    if status_list.issuer != claims.issuer_union:
+        raise StatusListMissing(f"no status list of issuer {issuer_union}")
+    if status_list.issuer != issuer_union:
         raise StatusListMissing(
-            f"the status list held for {claims.issuer_union} is {status_list.issuer}'s"
+            f"the status list held for {issuer_union} is {status_list.issuer}'s"
         )
     reason = status_list.stale_reason(now, max_age=max_age, leeway=leeway)
     if reason is not None:
@@ -814,7 +761,7 @@ def _check_status(
     status = status_list.status(claims.status_index)
     if status:
         what = "suspended" if status == 2 else "revoked"
-        raise CredentialRevoked(f"credential {what} (status {status}) by {claims.issuer_union}")
+        raise CredentialRevoked(f"credential {what} (status {status}) by {issuer_union}")
 
 
 def _has_digest(digests: bytes, digest: bytes) -> bool:
@@ -872,13 +819,13 @@ def verify_presentation(
 
     1. the ``UL1:`` prefix (version)                          -- CredentialMalformed
     2. base45, canonical CBOR, the COSE_Sign1 and claim types  -- CredentialMalformed
-    3. the issuer key: the trust list not expired; the key found by its short id (one
-       match), role issuer, of union ``iss``, valid at ``iat`` (not before, not expired, not
-       revoked)                                               -- UnknownIssuer
+    3. the issuer key: the trust list not expired; the short kid names exactly one issuer
+       key, valid at ``iat`` (not before, not expired, not revoked) -- UnknownIssuer; its
+       scope is the issuer union, which a home claim must not repeat -- CredentialMalformed
     4. the issuer's signature                                 -- CredentialSignatureInvalid
     5. ``now < exp + leeway`` and ``iat <= now + leeway``
                                                   -- CredentialExpired, CredentialNotYetValid
-    6. the issuer's status list (``status_lists[iss]``): present, its own, fresh (``exp``,
+    6. the issuer's status list (``status_lists[issuer union]``): present, its own, fresh (``exp``,
        ``ttl``, ``status_max_age``; ``leeway`` for the clock), the index in range, the status
        0             -- StatusListMissing, StatusListStale, StatusIndexOutOfRange, CredentialRevoked
     7. the holder proof's signature, by the credential's holder key, over the credential's
@@ -897,9 +844,14 @@ def verify_presentation(
     leeway_s = int(leeway.total_seconds())
     parsed, data = _parse(text)  # steps 1, 2
     claims = parsed.claims
-    issuer_key = _issuer_key(trust_list, claims, now, leeway)  # step 3
+    issuer = _issuer_key(trust_list, claims, now, leeway)  # step 3
+    home_union = claims.home_union
+    if home_union is None:
+        home_union = issuer.scope
+    elif home_union == issuer.scope:  # one encoding: the issuer's own union is never sent
+        raise CredentialMalformed("the credential's home claim repeats its issuer's union")
     try:  # step 4
-        issuer_key.verify(
+        issuer.public_key.verify(
             parsed.issuer_signature, _sig_structure(parsed.protected_item, parsed.payload_item)
         )
     except keys.InvalidSignature as e:
@@ -908,7 +860,9 @@ def verify_presentation(
         raise CredentialExpired(f"credential expired at {_iso(claims.expires_at)}")
     if claims.issued_at > now_s + leeway_s:
         raise CredentialNotYetValid(f"credential is issued at {_iso(claims.issued_at)}")
-    _check_status(status_lists, claims, now, leeway, status_max_age)  # step 6
+    _check_status(  # step 6
+        status_lists, issuer.scope, claims, now, leeway=leeway, max_age=status_max_age
+    )
     credential_hash = hashlib.sha256(parsed.credential).digest()
     message = _holder_message(
         credential_hash, parsed.proof_time, parsed.challenge, parsed.disclosures
@@ -929,8 +883,8 @@ def verify_presentation(
     groups = _disclosed_groups(claims.digests, parsed.disclosures)  # step 10
     return VerifiedPresentation(  # positional: a third faster than keywords, in field order
         claims.member_id,
-        claims.home_union,
-        claims.issuer_union,
+        home_union,
+        issuer.scope,
         groups,
         datetime.fromtimestamp(claims.expires_at, UTC),
         claims.holder_key,

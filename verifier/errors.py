@@ -100,14 +100,16 @@ class CredentialError(VerifierError):
 
 
 class CredentialMalformed(CredentialError):
-    """Not a presentation: wrong prefix or version, bad base45, CBOR or structure (steps 1-2)."""
+    """Not a presentation: wrong prefix or version, bad base45, CBOR or structure (steps 1-2),
+    or a home claim that repeats the issuer union (found at step 3, once the key is known)."""
 
     code = "credential-malformed"
     step = 2
 
 
 class UnknownIssuer(CredentialError):
-    """The issuer key is unknown, ambiguous, of another union or not valid at issuance."""
+    """The credential's short kid names no issuer key of the trust list, or several; or the key
+    could not sign at issuance (not yet valid, expired, revoked); or the trust list expired."""
 
     code = "credential-unknown-issuer"
     step = 3

@@ -65,7 +65,9 @@ class Wallet:
 
     @property
     def credential(self) -> UnverifiedCredential:
-        """The credential's claims, decoded but not verified (for display)."""
+        """The credential's claims, decoded but not verified (for display). The credential does
+        not name its issuer: the issuing union is the trust-list scope of the key its short
+        ``kid`` names, and ``home_union`` is ``None`` when the member belongs to that union."""
         return self._credential
 
     @property

@@ -3,6 +3,7 @@ own error, tampering, fuzzing, sizes and QR rendering."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 import zlib
@@ -23,6 +24,7 @@ from verifier import credential as cred
 from verifier.credential import (
     DIGEST_SIZE,
     GROUP_CODES,
+    KID_SIZE,
     PREFIX,
     SALT_SIZE,
     IssuedCredential,
@@ -102,8 +104,7 @@ class World:
     def issue(self, **overrides: Any) -> IssuedCredential:
         args: dict[str, Any] = {
             "issuer_key": self.key(self.issuer_rec),
-            "issuer_kid": self.issuer_rec.kid,
-            "issuer_union": PROVINCE,
+            "issuer": self.issuer_rec,
             "member_id": MEMBER,
             "home_union": HOME,
             "holder_public_key": self.holder.public_key,
@@ -115,6 +116,11 @@ class World:
         }
         args.update(overrides)
         return issue_credential(**args)
+
+    def issue_by(self, record: keys.KeyRecord, **overrides: Any) -> IssuedCredential:
+        """A credential signed by ``record``'s key (whatever its role: see ``as_issuer``)."""
+        key = self.key(record)
+        return self.issue(issuer_key=key, issuer=as_issuer(record), **overrides)
 
     def status_lists(
         self,
@@ -147,6 +153,21 @@ class World:
         }
         args.update(overrides)
         return verify_presentation(text, **args)
+
+
+def as_issuer(record: keys.KeyRecord) -> keys.KeyRecord:
+    """``record`` as if it were an issuer key's (issue_credential refuses any other role): for
+    credentials signed by a station's key, which a verifier must refuse."""
+    if record.role is Role.ISSUER:
+        return record
+    return dataclasses.replace(record, role=Role.ISSUER)
+
+
+def stranger_record(key: PrivateKey, scope: str = PROVINCE) -> keys.KeyRecord:
+    """An issuer key record that no trust list holds."""
+    return keys.KeyRecord(
+        kid=key.key_id, role=Role.ISSUER, public_key=key.public_key, not_before=T0, scope=scope
+    )
 
 
 W = World()
@@ -247,11 +268,11 @@ def test_a_group_without_a_code_travels_by_name() -> None:
 # deterministic). Any change to the layout, the labels or the signed bytes changes it.
 KNOWN_ANSWER = (
     "UL1:"
-    "*XGT 9P60GO0+:3YZHGYPH*N8CK10F/70:Q6646646FN0%RDMQOWY07HDN3I$34100KB0*M0DY0W016C1PN1:Y1V94"
-    "+64CQN7GEV10D-3SPK$-9N3II$JY+B:.LB0C68N6OL.AC4K6X5W*OD+Q6$969%6646*96UJ4JR0YQ4L238-SPL6GCK"
-    "3:BLC4$EK5P6JPJOGS/67.H7S+K258H2OG78RWTG1KZ*K$J91Z3WR7 O88.1STU%+Q*FV47PH6Q7SK%9P:RSP2URHV"
-    "/TC1MTIHQ3C96AOY:ULOD$*5J*E923DGT/B0XHDC/T27BX-PSG4SM1RSTK/RQA21SJK-8IT2 TE*JU-3PU53TZFWYU"
-    "906UR43Z0%G5L+O.FL+%77I7%/1FQ4$RO5%D%.4QOQ+4LG0KV RE2AVV943LLMAIUNQ7IDE1+AL"
+    "*XG+D9P60CO0+:3YZH8CKM:DFN0%RDMQOWY07HDN3I$34100KB0*M0DY0W016C1PN1:Y1V94+64CQN7GEV10D-3SPK"
+    "$-9N3II$JY+B:.LB0C68N6OL.AC4K6X5W*OD+Q6$969%6646*96UJ4JR0YQ4L238-SPL6GCK3:BLC4$EK5P6JPJOGS"
+    "/67.H7S+KD880+O/5BEYAZ29%8I$*90 AOGT7I00P22-ME/K5$2LP6Q+5AWNQKCS.EAKK8EJDQ5FCAP:7M.D6/RUN8"
+    "OXV DJ-Q16HKS+LQ00XHDC/T27BFBQ6VMPA1+G2DR0P0QW42W CBQ0N4PL*F206-SO37C*-1K SF:HV30%0RRL6C-H"
+    "G6D0RM13J*%R 09PISFTH+SKL7N9M21C1E2AVV943LLMAIUNQ7IDE1+AL"
 )
 
 
@@ -265,16 +286,15 @@ def test_known_answer() -> None:
 def test_the_bytes_are_the_documented_layout() -> None:
     data = b45decode(GOOD_TEXT[4:])
     kid = cred.credential_kid(W.issuer_rec.kid)
-    assert kid == keys.b64url_decode(W.issuer_rec.kid)[:8]  # the thumbprint's first 8 bytes
-    assert data[:17] == bytes.fromhex("84 84 4d a2 01 27 04 48") + kid + b"\xa0"
+    assert kid == keys.b64url_decode(W.issuer_rec.kid)[:4]  # the thumbprint's first 4 bytes
+    assert data[:13] == bytes.fromhex("84 84 49 a2 01 27 04 44") + kid + b"\xa0"
     items = items_of(GOOD_TEXT)
     protected, unprotected, payload, signature = items[0]
     assert cbor2.loads(protected) == {1: -8, 4: kid}
     assert unprotected == {}
     claims = cbor2.loads(payload)
-    assert list(claims) == [1, 4, 6, -1, -2, -3, -4, -5]
+    assert list(claims) == [4, 6, -1, -2, -3, -4, -5]  # no iss: the kid names the issuer
     assert cbor2.dumps(claims, canonical=True) == payload  # deterministic encoding
-    assert claims[1] == PROVINCE
     assert claims[-3] == HOME
     assert claims[-4] == 1234
     assert claims[-1] == bytes(range(16))
@@ -311,7 +331,9 @@ def test_holder_message_is_the_cbor_it_claims(challenge: bytes | None, count: in
 
 def test_decode_credential_and_wallet() -> None:
     claims = decode_credential(GOOD.token)
-    assert (claims.issuer_union, claims.home_union, claims.member_id) == (PROVINCE, HOME, MEMBER)
+    assert (claims.home_union, claims.member_id) == (HOME, MEMBER)
+    assert claims.kid == cred.credential_kid(W.issuer_rec.kid)
+    assert decode_credential(W.issue(home_union=PROVINCE).token).home_union is None  # = issuer's
     wallet = Wallet.from_issued(W.holder, GOOD)
     assert wallet.groups == {"delivery_rider", "hardship"}
     universal = wallet.presentation([], NOW)
@@ -327,8 +349,9 @@ def test_decode_credential_and_wallet() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"issuer_kid": "x" * 43}, "issuer_kid"),
-        ({"issuer_union": "bad code!"}, "issuer_union"),
+        ({"issuer": W.other_rec}, "not the record of issuer_key"),
+        ({"issuer": W.station_rec}, "role issuer"),
+        ({"issuer": W.issuer_rec.kid}, "role issuer"),
         ({"home_union": ""}, "home_union"),
         ({"member_id": "AAECAwQFBgcICQoLDA0ODw8"}, "member_id"),
         ({"groups": ["courier", "courier"]}, "distinct"),
@@ -397,7 +420,9 @@ def test_step_2_refuses_other_encodings_of_the_same_content() -> None:
     "items_change",
     [
         lambda i: [[i[0][0], {4: b"k"}, i[0][2], i[0][3]], *i[1:]],  # an unprotected header
-        lambda i: [[i[0][0][:-1], {}, i[0][2], i[0][3]], *i[1:]],  # a 7-byte kid
+        lambda i: [[i[0][0][:-1], {}, i[0][2], i[0][3]], *i[1:]],  # a 3-byte kid
+        lambda i: [[i[0][0] + b"\0", {}, i[0][2], i[0][3]], *i[1:]],  # a 5-byte kid
+        lambda i: [[cbor2.dumps({1: -8}), {}, i[0][2], i[0][3]], *i[1:]],  # no kid
         lambda i: [[cbor2.dumps({1: -7, 4: i[0][0][5:]}), {}, i[0][2], i[0][3]], *i[1:]],  # ES256
         lambda i: [[i[0][0], {}, i[0][2], i[0][3][:63]], *i[1:]],
         lambda i: [i[0], -1, *i[2:]],  # a time before 1970
@@ -405,8 +430,11 @@ def test_step_2_refuses_other_encodings_of_the_same_content() -> None:
         lambda i: [i[0], 1.5, *i[2:]],
         lambda i: [i[0], i[1], i[2][:63], *i[3:]],
         lambda i: [i[0], i[1], i[2], "not bytes"],
+        lambda i: with_claims(i, iss=PROVINCE),  # version 1 has no iss (label 1)
         lambda i: with_claims(i, iss=440000),
-        lambda i: with_claims(i, home=PROVINCE),  # home is only sent when it is not iss
+        lambda i: with_claims(i, home=PROVINCE),  # home is only sent when not the issuer's
+        lambda i: with_claims(i, home=None),
+        lambda i: with_claims(i, home=440106),
         lambda i: with_claims(i, exp=ISSUED.timestamp()),  # a float
         lambda i: with_claims(i, member=b"short"),
         lambda i: with_claims(i, holder=b"\x00" * 31),
@@ -446,31 +474,50 @@ def test_step_2_unknown_and_duplicate_claims() -> None:
 
 def test_step_3_unknown_issuer() -> None:
     stranger = PrivateKey.generate()
-    cases = {
-        "no key": W.issue(issuer_key=stranger, issuer_kid=stranger.key_id),
-        "key-scope-mismatch": W.issue(issuer_union="110000"),  # our key, another union's name
-        "other union's key": W.issue(
-            issuer_key=W.key(W.other_rec), issuer_kid=W.other_rec.kid
-        ),  # 110000's key signing for 440000
-        "key-not-yet-valid": W.issue(  # the next key, before its window
-            issuer_key=W.key(W.next_rec), issuer_kid=W.next_rec.kid, issued_at=NOW
-        ),
-        "key-expired": W.issue(issued_at=T0 + 131 * DAY),  # the old key after hand-over
-        "key-revoked": W.issue(
-            issuer_key=W.key(W.revoked_rec),
-            issuer_kid=W.revoked_rec.kid,
-            issuer_union="120000",
-            issued_at=T0 + 60 * DAY,
-        ),
-        "key-role-mismatch": W.issue(
-            issuer_key=W.key(W.station_rec), issuer_kid=W.station_rec.kid, issuer_union="ST-1"
-        ),
-    }
-    for why, issued in cases.items():
+    cases = [
+        ("no issuer key", W.issue(issuer_key=stranger, issuer=stranger_record(stranger))),
+        # A station's key never issues credentials: its short kid is not even looked up.
+        ("no issuer key", W.issue_by(W.station_rec)),
+        ("key-not-yet-valid", W.issue_by(W.next_rec, issued_at=NOW)),  # before its window
+        ("key-expired", W.issue(issued_at=T0 + 131 * DAY)),  # the old key after hand-over
+        ("key-revoked", W.issue_by(W.revoked_rec, issued_at=T0 + 60 * DAY)),
+    ]
+    for why, issued in cases:
         text = present(issued.token, W.holder, disclosures=[], now=NOW)
-        with pytest.raises(UnknownIssuer) as info:
+        with pytest.raises(UnknownIssuer, match=why):
             fast_verify(text, now=max(NOW, T0 + 132 * DAY))
-        assert why in str(info.value) or why in {"no key", "other union's key"}, why
+
+
+def test_step_3_the_issuer_union_is_the_signing_key_s_scope() -> None:
+    """The credential names no issuer: 110000's key issues for 110000, and the station checks
+    110000's status list, whatever the credential's home union."""
+    issued = W.issue_by(W.other_rec, home_union="110000")
+    assert decode_credential(issued.token).home_union is None  # the issuer's own union
+    text = present(issued.token, W.holder, disclosures=[], now=NOW)
+    others = W.status_lists(record=W.other_rec)[PROVINCE]
+    v = fast_verify(text, status_lists={"110000": others})
+    assert (v.issuer_union, v.home_union) == ("110000", "110000")
+    with pytest.raises(StatusListMissing, match="110000"):
+        fast_verify(text)  # only 440000's list is held
+    with pytest.raises(StatusListMissing, match="is 440000's"):
+        fast_verify(text, status_lists={"110000": STATUS[PROVINCE]})
+    member_of_440000 = W.issue_by(W.other_rec, home_union=PROVINCE)
+    text = present(member_of_440000.token, W.holder, disclosures=[], now=NOW)
+    v = fast_verify(text, status_lists={"110000": others})
+    assert (v.issuer_union, v.home_union) == ("110000", PROVINCE)
+
+
+def test_step_3_a_signed_home_claim_naming_the_issuer_union_is_refused() -> None:
+    """One encoding: the issuer's own union is never sent, even by the issuer."""
+    items = items_of(GOOD_TEXT)
+    claims = cbor2.loads(items[0][2])
+    claims[-3] = PROVINCE
+    payload = cbor2.dumps(claims)
+    protected = items[0][0]
+    signature = W.key(W.issuer_rec).sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    forged = resign([[protected, {}, payload, signature], *items[1:]], W.holder)
+    with pytest.raises(CredentialMalformed, match="repeats"):
+        fast_verify(text_of(forged))
 
 
 def test_step_3_an_expired_trust_list_is_refused() -> None:
@@ -482,12 +529,7 @@ def test_step_3_an_expired_trust_list_is_refused() -> None:
 
 
 def test_step_3_a_revoked_key_still_vouches_for_what_it_signed_before() -> None:
-    issued = W.issue(
-        issuer_key=W.key(W.revoked_rec),
-        issuer_kid=W.revoked_rec.kid,
-        issuer_union="120000",
-        issued_at=T0 + 40 * DAY,
-    )
+    issued = W.issue_by(W.revoked_rec, issued_at=T0 + 40 * DAY)
     text = present(issued.token, W.holder, disclosures=[], now=NOW)
     lists = W.status_lists(record=W.revoked_rec, signed_at=T0 + 49 * DAY)
     # Past step 3: it fails at step 6 only because the list is old (the key is revoked now).
@@ -495,15 +537,84 @@ def test_step_3_a_revoked_key_still_vouches_for_what_it_signed_before() -> None:
         fast_verify(text, status_lists={"120000": lists[PROVINCE]})
 
 
-def test_step_3_a_short_kid_matching_two_keys_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    real = cred._keys_by_short_kid(W.trust)
-    short = cred.credential_kid(W.issuer_rec.kid)
-    doubled = {**real, short: real[short] * 2}
-    monkeypatch.setattr(cred, "_keys_by_short_kid", lambda trust_list: doubled)
-    with pytest.raises(UnknownIssuer, match="matches 2 keys"):
-        fast_verify(GOOD_TEXT)
+# Two Ed25519 keys whose RFC 7638 thumbprints share their first 4 bytes (19 91 bf 4d): the first
+# collision among the seeds SHA-256("short kid collision <i>"), i = 0, 1, ... (a birthday search
+# through 88,558 keys, one second).
+COLLIDING = [
+    PrivateKey.from_seed(hashlib.sha256(b"short kid collision %d" % i).digest())
+    for i in (56509, 88557)
+]
+
+
+def colliding_trust_list(second: Role) -> tuple[keys.Keyring, keys.TrustList]:
+    """W's keys plus an issuer key of union 310000 and a key of role ``second`` that share a
+    short kid."""
+    r, _ = W.ring.rotate(Role.ISSUER, T0, scope="310000", new_key=COLLIDING[0])
+    scope = "320000" if second is Role.ISSUER else ("ST-2" if second is Role.STATION else None)
+    r, _ = r.rotate(second, T0, scope=scope, new_key=COLLIDING[1])
+    token = sign_trust_list(r, NOW - DAY, ttl=30 * DAY)
+    return r, verify_trust_list(token, r.current(Role.ROOT, T0).public_key, NOW)
+
+
+def test_short_kid_collisions() -> None:
+    shorts = [cred.credential_kid(k.key_id) for k in COLLIDING]
+    assert shorts == [bytes.fromhex("1991bf4d")] * 2
+    assert COLLIDING[0].key_id != COLLIDING[1].key_id
+    assert cred.short_kid_collisions(W.trust) == cred.short_kid_collisions(W.ring) == {}
+    ring, trust = colliding_trust_list(Role.ISSUER)
+    expected = {shorts[0]: tuple(sorted(k.key_id for k in COLLIDING))}  # same not_before
+    assert cred.short_kid_collisions(trust) == cred.short_kid_collisions(ring) == expected
+    assert cred.short_kid_collisions(list(ring)) == expected
+    for other in (Role.STATION, Role.LOG):  # only issuer keys are named by a short kid
+        ring, trust = colliding_trust_list(other)
+        assert cred.short_kid_collisions(trust) == cred.short_kid_collisions(ring) == {}
+
+
+def test_short_kid_collisions_lists_the_newest_key_last() -> None:
+    r, older = W.ring.rotate(Role.ISSUER, T0, scope="310000", new_key=COLLIDING[1])
+    r, newer = r.rotate(Role.ISSUER, T0 + DAY, scope="310000", new_key=COLLIDING[0])
+    assert cred.short_kid_collisions(r) == {cred.credential_kid(older.kid): (older.kid, newer.kid)}
+
+
+def issued_by_colliding(trust: keys.TrustList) -> tuple[str, dict[str, VerifiedStatusList]]:
+    key = COLLIDING[0]
+    record = trust.keyring.record(key.key_id)
+    issued = W.issue(issuer_key=key, issuer=record, home_union="310000")
+    text = present(issued.token, W.holder, disclosures=[], now=NOW)
+    token = sign_status_list(
+        StatusList(100_000),
+        uri="https://ul.example/status/310000",
+        issuer_key=key,
+        kid=key.key_id,
+        now=NOW - timedelta(hours=1),
+        ttl=DAY,
+    )
+    return text, {"310000": verify_status_list(token, trust, NOW)}
+
+
+def test_step_3_a_short_kid_naming_two_issuer_keys_is_refused() -> None:
+    _, trust = colliding_trust_list(Role.ISSUER)
+    text, lists = issued_by_colliding(trust)
+    with pytest.raises(UnknownIssuer, match="1991bf4d matches 2 issuer keys"):
+        fast_verify(text, trust_list=trust, status_lists=lists)
+
+
+@pytest.mark.parametrize("other", [Role.STATION, Role.LOG])
+def test_step_3_another_role_s_key_with_the_same_short_kid_is_no_obstacle(other: Role) -> None:
+    _, trust = colliding_trust_list(other)
+    text, lists = issued_by_colliding(trust)
+    v = fast_verify(text, trust_list=trust, status_lists=lists)
+    assert (v.issuer_union, v.home_union) == ("310000", "310000")
+
+
+def test_step_3_only_issuer_keys_are_indexed() -> None:
+    index = cred._keys_by_short_kid(W.trust)
+    issuers = [r for r in W.trust.keyring if r.role is Role.ISSUER]
+    assert len(issuers) < len(W.trust.keyring)
+    assert sorted(index) == sorted(cred.credential_kid(r.kid) for r in issuers)
+    assert {(e.kid, e.scope) for found in index.values() for e in found} == {
+        (r.kid, r.scope) for r in issuers
+    }
 
 
 @settings(max_examples=60)
@@ -513,14 +624,16 @@ def test_step_3_fast_path_agrees_with_the_keyring(day: int, which: str) -> None:
     rec = record[which]
     at = T0 + day * DAY + timedelta(seconds=day * 7)
     claims = decode_credential(GOOD.token)._replace(
-        kid=cred.credential_kid(rec.kid), issuer_union=rec.scope, issued_at=int(at.timestamp())
+        kid=cred.credential_kid(rec.kid), issued_at=int(at.timestamp())
     )
     try:
-        expected: object = W.trust.verification_key(rec.kid, Role.ISSUER, at, scope=rec.scope)
+        key = W.trust.verification_key(rec.kid, Role.ISSUER, at, scope=rec.scope)
+        expected: object = (key, rec.scope)
     except keys.KeysError:
         expected = UnknownIssuer
     try:
-        got: object = cred._issuer_key(W.trust, claims, NOW, timedelta(0))
+        entry = cred._issuer_key(W.trust, claims, NOW, timedelta(0))
+        got: object = (entry.public_key, entry.scope)
     except UnknownIssuer:
         got = UnknownIssuer
     assert got == expected
@@ -693,7 +806,7 @@ def test_checks_run_in_the_documented_order() -> None:
     with pytest.raises(HolderProofStale):  # 8 before 9 and 10
         fast_verify(stale_proof, challenge=b"x")
     stranger = PrivateKey.generate()
-    unknown = W.issue(issuer_key=stranger, issuer_kid=stranger.key_id)
+    unknown = W.issue(issuer_key=stranger, issuer=stranger_record(stranger))
     forged = with_claims(items_of(present(unknown.token, W.holder, disclosures=[], now=NOW)), exp=0)
     with pytest.raises(CredentialMalformed):  # 2 before 3 (exp before iat)
         fast_verify(text_of(forged))
@@ -864,32 +977,372 @@ def test_base45_decode_agrees_with_the_reference_on_any_text(text: str) -> None:
     assert got == expected
 
 
-# -- sizes and the QR --------------------------------------------------------------------------
+# -- sizes and the documentation's generated sections --------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "credentials.md"
+TYPICAL = "**typical**: home 11 chars, 1 group"
+GROUPS = ("delivery_rider", "hardship", "female_worker")
+SIZE_CASES: list[tuple[str, str, int, int, int, bytes | None]] = [
+    # label, home union, groups in the credential, disclosed, status index, challenge
+    ("home = issuer, 1 group", PROVINCE, 1, 1, 1_234_567, None),
+    (TYPICAL, HOME, 1, 1, 1_234_567, None),
+    ("home = issuer, 2 groups", PROVINCE, 2, 1, 1_234_567, None),
+    ("home 11 chars, 2 groups", HOME, 2, 1, 1_234_567, None),
+    ("home 11 chars, 2 groups, both disclosed", HOME, 2, 2, 1_234_567, None),
+    ("home 11 chars, 3 groups", HOME, 3, 1, 1_234_567, None),
+    ("typical, nothing disclosed", HOME, 1, 0, 1_234_567, None),
+    ("typical, status index below 65,536", HOME, 1, 1, 1_234, None),
+    ("typical, with an 8-byte station challenge", HOME, 1, 1, 1_234_567, bytes(8)),
+]
+
+
+def measure_sizes() -> dict[str, tuple[int, int, int, int, int]]:
+    """label -> (credential bytes, presentation bytes, characters, QR version at Q, at M),
+    each presentation verified first."""
+    lists = W.status_lists(bits=StatusList(2_000_000))
+    out = {}
+    for label, home, n, disclosed, index, challenge in SIZE_CASES:
+        issued = W.issue(home_union=home, groups=list(GROUPS[:n]), status_index=index)
+        chosen = [issued.disclosures[g] for g in sorted(GROUPS[:n])[:disclosed]]
+        text = present(issued.token, W.holder, disclosures=chosen, now=NOW, challenge=challenge)
+        fast_verify(text, status_lists=lists, challenge=challenge)
+        size = len(b45decode(text[len(PREFIX) :]))
+        out[label] = (len(issued.token), size, len(text), qr_version(text), qr_version(text, "M"))
+    return out
+
+
+def qr_capacity(version: int, level: str) -> int:
+    """The most alphanumeric characters a QR code of ``version`` holds at ``level``."""
+    low, high = 1, 4296
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if qr_version("A" * mid, level) <= version else (low, mid - 1)
+    return low
+
+
+def sizes_section() -> str:
+    rows = measure_sizes()
+    lines = [
+        "Unless a row says otherwise: status index above 65,535, one group disclosed, no"
+        " challenge; characters include `UL1:`.",
+        "",
+        "| presentation | credential bytes | presentation bytes | characters | QR at Q | QR at M |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    lines += [f"| {label} | {' | '.join(map(str, row))} |" for label, row in rows.items()]
+    capacity = ", ".join(
+        f"version {v} at {level}: {qr_capacity(v, level)}" for v, level in [(15, "Q"), (14, "Q")]
+    )
+    lines += ["", f"Alphanumeric capacity: {capacity} characters."]
+    return "\n".join(lines)
 
 
 def test_size_budget() -> None:
-    """DESIGN.md section 5: at most 410 characters and QR version 15 at level Q."""
-    rows = []
-    for label, home, groups in [
-        ("home = issuer, 1 group", PROVINCE, ["delivery_rider"]),
-        ("home = issuer, 2 groups", PROVINCE, ["delivery_rider", "hardship"]),
-        ("home 11 chars, 1 group", HOME, ["delivery_rider"]),
-        ("home 11 chars, 2 groups", HOME, ["delivery_rider", "hardship"]),
-    ]:
-        issued = W.issue(home_union=home, groups=groups, status_index=1_234_567)
-        text = present(issued.token, W.holder, disclosures=[issued.disclosures[groups[0]]], now=NOW)
-        fast_verify(text, status_lists=W.status_lists(bits=StatusList(2_000_000)))
-        rows.append(
-            (label, len(issued.token), len(text), qr_version(text, "Q"), qr_version(text, "M"))
-        )
-    print("\nstation QR, one disclosure (status index > 65535):")
-    for label, token, chars, q, m in rows:
-        print(f"  {label:<26} credential {token} B   {chars} chars   v{q} at Q, v{m} at M")
-    reference = rows[0]
-    assert reference[2] <= 410
-    assert reference[3] <= 15
-    assert all(q <= 15 for _, _, chars, q, _ in rows[:3])  # one of the two extras still fits
-    assert rows[3][3] == 16  # both: a known limit of this layout (see the module docstring)
+    """DESIGN.md section 5: the typical presentation (a member of an 11-character grassroots
+    union whose credential the province issued, one group disclosed, status index above
+    65,535, no challenge) takes at most 410 characters: QR version 15 at level Q."""
+    rows = measure_sizes()
+    credential, size, chars, at_q, at_m = rows[TYPICAL]
+    print(f"\ntypical station QR: {chars} characters, v{at_q} at Q, v{at_m} at M")
+    assert chars <= 410
+    assert at_q <= 15
+    # Up to two groups with one disclosed, an 8-byte challenge too, still fit version 15.
+    beyond = {"home 11 chars, 2 groups, both disclosed", "home 11 chars, 3 groups"}
+    assert all(row[3] <= 15 for label, row in rows.items() if label not in beyond)
+    # The figures written in prose agree with the measurement.
+    assert f"is\n{chars} characters: QR version {at_q} at level Q" in (cred.__doc__ or "")
+    prose = DOC.read_text(encoding="utf-8")
+    assert f"({chars} characters,\n{410 - chars} to spare)" in prose
+    # The increments docs/credentials.md states, measured.
+    assert chars == len(PREFIX) + 3 * (size // 2) + 2 * (size % 2)  # base45
+    assert rows["home 11 chars, 2 groups"][0] == rows["home = issuer, 2 groups"][0] + 11 + 2
+    assert rows["home 11 chars, 2 groups"][0] == credential + 1 + DIGEST_SIZE  # digest head grows
+    assert rows["home 11 chars, 3 groups"][0] == credential + 1 + 2 * DIGEST_SIZE
+    assert rows["home 11 chars, 2 groups, both disclosed"][1] == rows["home 11 chars, 2 groups"][
+        1
+    ] + (1 + 2 + SALT_SIZE + 1)
+    assert rows["typical, nothing disclosed"][1] == size - (1 + 2 + SALT_SIZE + 1)
+    assert rows["typical, status index below 65,536"][1] == size - 2
+    assert rows["typical, with an 8-byte station challenge"][1] == size + 8 + 2
+
+
+# The worked example: every input fixed (Ed25519 signatures are deterministic), so these bytes
+# are the same on every run and in every correct implementation.
+EX_ISSUER = PrivateKey.from_seed(bytes(range(32)))
+EX_HOLDER = PrivateKey.from_seed(bytes(range(32, 64)))
+EX_ROOT = PrivateKey.from_seed(bytes(range(64, 96)))
+EX_SALTS = {"delivery_rider": bytes(range(0xA0, 0xAC)), "hardship": bytes(range(0xB0, 0xBC))}
+EX_IAT = datetime(2026, 4, 11, tzinfo=UTC)
+EX_EXP = datetime(2027, 4, 11, tzinfo=UTC)
+EX_NOW = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
+EX_INDEX = 123_456
+EX_RECORD = keys.KeyRecord(
+    kid=EX_ISSUER.key_id,
+    role=Role.ISSUER,
+    public_key=EX_ISSUER.public_key,
+    not_before=datetime(2026, 1, 1, tzinfo=UTC),
+    scope=PROVINCE,
+)
+
+
+def example() -> tuple[IssuedCredential, str]:
+    salts = iter(EX_SALTS.values())  # issue_credential draws salts in sorted group order
+    issued = issue_credential(
+        issuer_key=EX_ISSUER,
+        issuer=EX_RECORD,
+        member_id=MEMBER,
+        home_union=HOME,
+        holder_public_key=EX_HOLDER.public_key,
+        groups=["hardship", "delivery_rider"],
+        status_index=EX_INDEX,
+        issued_at=EX_IAT,
+        expires_at=EX_EXP,
+        rng=lambda n: next(salts)[:n],
+    )
+    disclosure = issued.disclosures["delivery_rider"]
+    return issued, present(issued.token, EX_HOLDER, disclosures=[disclosure], now=EX_NOW)
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def annotated(data: bytes, digest_groups: dict[bytes, str]) -> list[tuple[int, bytes, str]]:
+    """The presentation ``data`` cut into (depth, bytes, meaning); every byte accounted for."""
+    out: list[tuple[int, bytes, str]] = []
+    at = 0
+
+    def take(depth: int, n: int, meaning: str, expect: bytes | None = None) -> bytes:
+        nonlocal at
+        part = data[at : at + n]
+        assert expect is None or part == expect, (meaning, part.hex(), expect.hex())
+        out.append((depth, part, meaning))
+        at += n
+        return part
+
+    items = cbor2.loads(data)
+    claims = cbor2.loads(items[0][2])
+    take(0, 1, f"array of {len(items)}: credential, proof time, holder signature, 1 disclosure")
+    take(1, 1, "credential: COSE_Sign1 [protected, unprotected, payload, signature]", b"\x84")
+    take(2, 1, "protected: bstr of 9 bytes", b"\x49")
+    take(3, 5, "{1 (alg): -8 (EdDSA), 4 (kid): bstr of 4 bytes}", bytes.fromhex("a2012704 44"))
+    take(4, 4, "the short kid: SHA-256 thumbprint's first 4 bytes")
+    take(2, 1, "unprotected: {} (empty)", b"\xa0")
+    take(2, 2, f"payload: bstr of {len(items[0][2])} bytes, the claims", b"\x58\x70")
+    take(3, 1, f"map of {len(claims)} claims", b"\xa7")
+    take(3, 6, f"4 (exp): {_iso(claims[4])}")
+    take(3, 6, f"6 (iat): {_iso(claims[6])}")
+    take(3, 2, "-1 (member id): bstr of 16 bytes", b"\x20\x50")
+    take(4, 16, f'"{MEMBER}" in base64url')
+    take(3, 3, "-2 (holder key): bstr of 32 bytes", b"\x21\x58\x20")
+    take(4, 32, "the holder's raw Ed25519 public key")
+    take(3, 2, "-3 (home union): text of 11 bytes", b"\x22\x6b")
+    take(4, 11, f'"{HOME}"', HOME.encode())
+    take(3, 6, f"-4 (status index): {claims[-4]}")
+    take(3, 3, "-5 (group digests): bstr of 2 x 12 bytes, sorted", b"\x24\x58\x18")
+    for i in range(2):
+        digest = claims[-5][i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
+        take(4, DIGEST_SIZE, f"digest of the {digest_groups[digest]} disclosure", digest)
+    take(2, 2, "signature: bstr of 64 bytes", b"\x58\x40")
+    take(3, 64, "the issuer's Ed25519 signature of the Sig_structure")
+    take(1, 5, f"proof time: {_iso(items[1])}")
+    take(1, 2, "holder signature: bstr of 64 bytes", b"\x58\x40")
+    take(2, 64, "the holder key's Ed25519 signature of the holder message")
+    take(1, 1, "disclosure: bstr of 15 bytes", b"\x4f")
+    take(2, 2, "[salt: bstr of 12 bytes,", b"\x82\x4c")
+    take(3, SALT_SIZE, "the salt", EX_SALTS["delivery_rider"])
+    take(2, 1, " group: 1 (delivery_rider)]", b"\x01")
+    assert at == len(data)
+    return out
+
+
+def _dump(parts: list[tuple[int, bytes, str]]) -> str:
+    lines = []
+    for depth, part, meaning in parts:
+        for i in range(0, len(part), 16):
+            hexed = "  " * depth + part[i : i + 16].hex(" ")
+            lines.append(f"{hexed:<56}{meaning if i == 0 else ''}".rstrip())
+    return "\n".join(lines)
+
+
+def _hex_block(data: bytes) -> str:
+    return "\n".join(data[i : i + 32].hex() for i in range(0, len(data), 32))
+
+
+def worked_example_section() -> str:
+    issued, text = example()
+    data = b45decode(text[len(PREFIX) :])
+    items = cbor2.loads(data)
+    protected, _, payload, _ = items[0]
+    digests = {cred.disclosure_digest(d): g for g, d in issued.disclosures.items()}
+    sig_structure = cbor2.dumps(["Signature1", protected, b"", payload])
+    holder_message = cbor2.dumps(
+        [cred.HOLDER_PROOF_CONTEXT, issued.credential_hash, items[1], None, items[3:]]
+    )
+    assert cred._sig_structure(cbor2.dumps(protected), cbor2.dumps(payload)) == sig_structure
+    assert cred._holder_message(issued.credential_hash, items[1], None, items[3:]) == (
+        holder_message
+    )
+    kid = keys.b64url_decode(EX_ISSUER.key_id)
+    fence = "```"
+    rows = [
+        ("issuer key seed (RFC 8032)", EX_ISSUER.seed().hex()),
+        ("issuer public key", EX_ISSUER.public_key.to_bytes().hex()),
+        ("issuer kid (RFC 7638, base64url)", f"`{EX_ISSUER.key_id}`"),
+        ("issuer kid, the 32 bytes", kid.hex()),
+        ("short kid", kid[:KID_SIZE].hex()),
+        ("issuer key record", f"role `issuer`, scope `{PROVINCE}`, nbf 2026-01-01T00:00:00Z"),
+        ("holder key seed", EX_HOLDER.seed().hex()),
+        ("holder public key", EX_HOLDER.public_key.to_bytes().hex()),
+        ("member id", f"`{MEMBER}` (bytes 00 01 ... 0f)"),
+        ("home union", f"`{HOME}`"),
+        ("groups", "`delivery_rider` (code 1), `hardship` (code 7)"),
+        ("salts", ", ".join(f"{g}: {s.hex()}" for g, s in EX_SALTS.items())),
+        ("status index", f"{EX_INDEX:,}"),
+        ("iat, exp", f"{_iso(int(EX_IAT.timestamp()))}, {_iso(int(EX_EXP.timestamp()))}"),
+        ("proof time, challenge", f"{_iso(int(EX_NOW.timestamp()))}, none"),
+        ("disclosed", "`delivery_rider`"),
+    ]
+    disclosure_rows = [
+        f"| `{g}` | {d.hex()} | {cred.disclosure_digest(d).hex()} |"
+        for g, d in issued.disclosures.items()
+    ]
+    return "\n".join(
+        [
+            "| input | value |",
+            "|---|---|",
+            *(f"| {name} | {value} |" for name, value in rows),
+            "",
+            f"The QR text ({len(text)} characters, one line, spaces included; QR version"
+            f" {qr_version(text)} at Q):",
+            "",
+            fence,
+            text,
+            fence,
+            "",
+            f"Its {len(data)} bytes after base45, byte by byte:",
+            "",
+            fence,
+            _dump(annotated(data, digests)),
+            fence,
+            "",
+            "The disclosures and their digests (SHA-256 of the context string and the"
+            " disclosure bytes, first 12 bytes):",
+            "",
+            "| group | disclosure | digest |",
+            "|---|---|---|",
+            *disclosure_rows,
+            "",
+            f"The issuer's Sig_structure ({len(sig_structure)} bytes, hex):",
+            "",
+            fence,
+            _hex_block(sig_structure),
+            fence,
+            "",
+            f"The credential hash, SHA-256 of the credential's {len(issued.token)} bytes:",
+            "",
+            fence,
+            issued.credential_hash.hex(),
+            fence,
+            "",
+            f"The holder message ({len(holder_message)} bytes, hex):",
+            "",
+            fence,
+            _hex_block(holder_message),
+            fence,
+        ]
+    )
+
+
+def group_codes_section() -> str:
+    lines = ["| code | group |", "|--:|---|"]
+    lines += [f"| {code} | `{group}` |" for group, code in GROUP_CODES.items()]
+    return "\n".join(lines)
+
+
+def generated_sections() -> dict[str, str]:
+    return {
+        "worked-example": worked_example_section(),
+        "sizes": sizes_section(),
+        "group-codes": group_codes_section(),
+    }
+
+
+def _marked(name: str) -> tuple[str, str]:
+    return f"<!-- generated: {name} -->\n\n", f"\n\n<!-- end: {name} -->"
+
+
+def doc_section(doc: str, name: str) -> str:
+    begin, end = _marked(name)
+    assert doc.count(begin) == 1, name
+    assert doc.count(end) == 1, name
+    return doc[doc.index(begin) + len(begin) : doc.index(end)]
+
+
+def test_the_worked_example_verifies() -> None:
+    ring = Keyring([EX_RECORD], {EX_RECORD.kid: EX_ISSUER})
+    ring, _ = ring.rotate(Role.ROOT, datetime(2026, 1, 1, tzinfo=UTC), new_key=EX_ROOT)
+    trust = verify_trust_list(sign_trust_list(ring, EX_NOW), EX_ROOT.public_key, EX_NOW)
+    status = sign_status_list(
+        StatusList(200_000),
+        uri=f"https://ul.example/status/{PROVINCE}",
+        issuer_key=EX_ISSUER,
+        kid=EX_ISSUER.key_id,
+        now=EX_NOW,
+        ttl=DAY,
+    )
+    lists = {PROVINCE: verify_status_list(status, trust, EX_NOW)}
+    _, text = example()
+    v = verify_presentation(text, trust_list=trust, status_lists=lists, now=EX_NOW)
+    assert (v.issuer_union, v.home_union, v.groups) == (
+        PROVINCE,
+        HOME,
+        frozenset({"delivery_rider"}),
+    )
+
+
+def test_the_documentation_is_generated_from_the_code() -> None:
+    """docs/credentials.md's example, sizes and group codes are this code's output, exactly.
+    After a deliberate change, regenerate them: ``python -m tests.verifier.test_credential``."""
+    doc = DOC.read_text(encoding="utf-8")
+    for name, text in generated_sections().items():
+        assert doc_section(doc, name) == text, f"docs/credentials.md section {name} is stale"
+
+
+def test_the_documentation_names_every_check_and_error() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    for cls in (
+        CredentialMalformed,
+        UnknownIssuer,
+        CredentialSignatureInvalid,
+        CredentialExpired,
+        CredentialNotYetValid,
+        CredentialRevoked,
+        StatusListStale,
+        StatusListMissing,
+        StatusIndexOutOfRange,
+        HolderProofInvalid,
+        HolderProofStale,
+        ChallengeMismatch,
+        BadDisclosure,
+    ):
+        assert f"`{cls.code}`" in doc, cls
+        assert f"`{cls.__name__}`" in doc, cls
+    assert cred.HOLDER_PROOF_CONTEXT in doc
+    assert repr(cred.DISCLOSURE_CONTEXT)[2:-1] in doc
+    assert "## The SD-JWT VC\n\nSee docs/sd-jwt.md" in doc
+
+
+def write_doc_sections() -> None:
+    """Rewrite the generated sections of docs/credentials.md in place."""
+    doc = DOC.read_text(encoding="utf-8")
+    for name, text in generated_sections().items():
+        begin, end = _marked(name)
+        doc = doc.replace(begin + doc_section(doc, name) + end, begin + text + end)
+    DOC.write_text(doc, encoding="utf-8")
+
+
+# -- the QR ---------------------------------------------------------------------------------
 
 
 def _read_png(path: Path) -> tuple[int, int, bytes]:
@@ -932,3 +1385,7 @@ def test_qr_helpers_refuse_what_is_not_alphanumeric() -> None:
         qr_version("UL1:", "X")
     matrix = qr_matrix(GOOD_TEXT)
     assert len(matrix) == qr_version(GOOD_TEXT) * 4 + 17 + 8
+
+
+if __name__ == "__main__":
+    write_doc_sections()
