@@ -18,6 +18,7 @@ from api import (
     auth,
     problems,
     routes_auth,
+    routes_credentials,
     routes_log,
     routes_members,
     routes_unions,
@@ -26,6 +27,7 @@ from api import (
 from api.bootstrap import ensure_secrets
 from api.deps import Services, ServicesDep, log_signer
 from api.settings import ConfigError, Settings
+from ledger.credentials import Credentials
 from ledger.db import make_engine
 from ledger.log import LogReader
 from ledger.members import Members
@@ -69,6 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
     writer_engine = make_engine(settings.database_url, writer=True)
     log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint
     members = Members(Vault.from_keyring(keyring), keyring.secret("member-pseudonym"))
+    credentials = Credentials(keyring, members)
+    members.change_hooks.append(credentials.on_member_change)  # re-issue or revoke
     services = Services(
         settings=settings,
         engine=engine,
@@ -81,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
             projections=default_projections(),
         ),
         members=members,
+        credentials=credentials,
         auth=auth.AuthService.for_settings(settings, engine, keyring),
     )
     assert services.auth is not None
@@ -107,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_auth.router)
     app.include_router(routes_unions.router)
     app.include_router(routes_members.router)
+    app.include_router(routes_credentials.router)
     app.include_router(routes_log.router)
     app.include_router(routes_web.router)
 

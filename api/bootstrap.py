@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -24,6 +24,7 @@ from ledger.domain import SYSTEM
 from ledger.projections import default_projections
 from ledger.schema import init_schema
 from ledger.sequencer import Sequencer, Tx
+from verifier.credential import short_kid_collisions
 
 # Where the team's shared reference data lives, relative to the repository (../shared/data).
 _REPO = Path(__file__).resolve().parent.parent
@@ -81,8 +82,26 @@ def initial_keyring(now: datetime, issuer_scopes: tuple[str, ...] = ()) -> keys.
     for role in (keys.Role.ROOT, keys.Role.LOG, keys.Role.API):
         ring, _ = ring.rotate(role, now)
     for scope in issuer_scopes:
-        ring, _ = ring.rotate(keys.Role.ISSUER, now, scope=scope)
+        ring, _ = rotate_key(ring, keys.Role.ISSUER, now, scope=scope)
     return ring
+
+
+def rotate_key(
+    ring: keys.Keyring,
+    role: keys.Role,
+    now: datetime,
+    *,
+    scope: str | None = None,
+    lead_time: timedelta | None = None,
+) -> tuple[keys.Keyring, keys.KeyRecord]:
+    """:meth:`keys.Keyring.rotate`, except that a new issuer key whose 4-byte short kid (the
+    credential's key reference, docs/credentials.md section 7) collides with another issuer
+    key's is drawn again: it has signed nothing yet, so nothing is lost."""
+    for _ in range(16):
+        candidate, record = ring.rotate(role, now, scope=scope, lead_time=lead_time)
+        if role is not keys.Role.ISSUER or not short_kid_collisions(candidate):
+            return candidate, record
+    raise keys.KeysError("could not draw an issuer key with a short kid of its own")
 
 
 def init_keys(

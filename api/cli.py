@@ -152,8 +152,10 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     lead = None if args.lead_days is None else timedelta(days=args.lead_days)
     created: list[keys.KeyRecord] = []
 
+    from api.bootstrap import rotate_key  # noqa: PLC0415
+
     def change(ring: keys.Keyring) -> keys.Keyring:
-        ring, record = ring.rotate(role, keys.utc_now(), scope=args.scope, lead_time=lead)
+        ring, record = rotate_key(ring, role, keys.utc_now(), scope=args.scope, lead_time=lead)
         created.append(record)
         return ring
 
@@ -370,6 +372,68 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 
+def cmd_member_qr(args: argparse.Namespace) -> int:
+    """A development wallet: the member's holder key and credential live in a wallet file
+    (0600); the first run (or --renew) registers the key, as the member app does, and every run
+    prints a fresh presentation and writes its QR PNG."""
+    from api.bootstrap import ledger_writer  # noqa: PLC0415
+    from ledger.credentials import Credentials  # noqa: PLC0415
+    from ledger.domain import SYSTEM, DomainError, Invalid  # noqa: PLC0415
+    from ledger.members import Members  # noqa: PLC0415
+    from ledger.vault import Vault  # noqa: PLC0415
+    from verifier.wallet import Wallet, qr_png, qr_version  # noqa: PLC0415
+
+    settings = _settings(args)
+    wallet_path = Path(args.wallet or settings.data_dir / f"wallet-{args.member_id}.json")
+    saved = None
+    if wallet_path.exists() and not args.renew:
+        saved = json.loads(wallet_path.read_text(encoding="utf-8"))
+        if saved.get("member_id") != args.member_id:
+            return _fail(EXIT_USAGE, f"{wallet_path} is the wallet of another member")
+    if saved is None:
+        holder = keys.PrivateKey.generate()
+        store = keys.KeyStore(settings.data_dir)
+        keyring = store.load(settings.passphrase())
+        members = Members(Vault.from_keyring(keyring), keyring.secret("member-pseudonym"))
+        credentials = Credentials(keyring, members)
+        with ledger_writer(settings) as (_engine, sequencer):
+            try:
+                issued = sequencer.execute(
+                    lambda tx: credentials.issue(tx, SYSTEM, args.member_id, holder.public_key)
+                )
+            except Invalid as e:
+                return _fail(EXIT_USAGE, str(e))
+            except DomainError as e:
+                return _fail(EXIT_FAILED, str(e))
+        saved = {
+            "member_id": args.member_id,
+            "holder_seed": holder.seed().hex(),
+            "credential": keys.b64url_encode(issued.token),
+            "disclosures": {g: keys.b64url_encode(d) for g, d in issued.disclosures.items()},
+            "exp": issued.row.expires_at,
+        }
+        fd = os.open(wallet_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(saved, f, indent=2)
+    wallet = Wallet(
+        keys.PrivateKey.from_seed(bytes.fromhex(saved["holder_seed"])),
+        keys.b64url_decode(saved["credential"]),
+        {g: keys.b64url_decode(d) for g, d in saved["disclosures"].items()},
+    )
+    unknown = set(args.disclose) - wallet.groups
+    if unknown:
+        return _fail(EXIT_USAGE, f"the credential holds no group {', '.join(sorted(unknown))}")
+    text = wallet.presentation(args.disclose, keys.utc_now())
+    png = qr_png(text, args.out or wallet_path.with_suffix(".png"))
+    print(text)
+    print(
+        f"{len(text)} characters, QR version {qr_version(text)} at Q; PNG: {png}; "
+        f"credential valid until {saved['exp']}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def _data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", help="the data directory (default: $UNIONLEDGER_DATA_DIR)", default=None
@@ -415,6 +479,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys_commands(sub.add_parser("keys", help="manage Ed25519 keys and the trust list"))
     _add_ledger_commands(sub.add_parser("ledger", help="the ledger: status, export, projections"))
     _add_accounts_commands(sub.add_parser("accounts", help="officials' and auditors' logins"))
+
+    member = sub.add_parser("member", help="a member's side: a development wallet")
+    msub = member.add_subparsers(dest="member_command", required=True, metavar="ACTION")
+    k = msub.add_parser(
+        "qr",
+        help="print a fresh station QR presentation of a member and write its PNG",
+        description="The first run registers a new holder key for the member (as the member "
+        "app does: any previous credential is revoked) and keeps key and credential in a "
+        "wallet file (0600). Exit 0; 1 not issuable (member not active, no issuer key); "
+        "2 usage.",
+    )
+    _data_dir(k)
+    k.add_argument("member_id", metavar="MEMBER_ID")
+    k.add_argument(
+        "--disclose",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="disclose this group (repeatable; the groups a program needs)",
+    )
+    k.add_argument("--wallet", help="wallet file (default: DATA_DIR/wallet-MEMBER_ID.json)")
+    k.add_argument("--renew", action="store_true", help="register a new key and credential")
+    k.add_argument("--out", help="PNG path (default: the wallet's name with .png)")
+    k.set_defaults(func=cmd_member_qr)
 
     a = sub.add_parser(
         "audit",

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 import keys
 from api.settings import Settings
+from ledger.credentials import Credentials
 from ledger.log import LogReader
 from ledger.members import Members
 from ledger.sequencer import Sequencer
@@ -29,6 +30,7 @@ class Services:
     reader: LogReader
     sequencer: Sequencer
     members: Members
+    credentials: Credentials
     auth: AuthService | None = None  # logins and tokens (api/auth.py); None: every login is 503
 
     def log_verifier(self) -> NoteVerifier:

@@ -1,8 +1,10 @@
 """Settings from the command line and ``UNIONLEDGER_*`` environment variables.
 
 ``UNIONLEDGER_DATA_DIR``, ``UNIONLEDGER_DATABASE_URL`` (default: SQLite in the data directory),
-``UNIONLEDGER_KEY_PASSPHRASE``. Demo mode may fall back to a published development passphrase,
-loudly; production mode refuses to start with it, with none, or with a short one.
+``UNIONLEDGER_KEY_PASSPHRASE``, ``UNIONLEDGER_PUBLIC_URL`` (where clients reach the service:
+status list URIs name it; default ``http://host:port``). Demo mode may fall back to a
+published development passphrase, loudly; production mode refuses to start with it, with none,
+or with a short one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_origin: str = DEFAULT_LOG_ORIGIN
+    # Where clients reach this service (status list URIs name it); default http://host:port.
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"http://{self.host}:{self.port}")
 
     @classmethod
     def load(
@@ -75,6 +83,7 @@ class Settings:
             host=host or env.get(ENV_PREFIX + "HOST", "127.0.0.1"),
             port=port_value,
             log_origin=_origin(env.get(ENV_PREFIX + "LOG_ORIGIN", DEFAULT_LOG_ORIGIN)),
+            public_url=_public_url(env.get(ENV_PREFIX + "PUBLIC_URL", "")),
         )
 
     def passphrase(self) -> str:
@@ -104,6 +113,13 @@ class Settings:
                     f"key passphrase too short: at least {MIN_PASSPHRASE_LENGTH} characters"
                 )
         return self.key_passphrase
+
+
+def _public_url(value: str) -> str:
+    value = value.rstrip("/")
+    if value and not (value.startswith(("http://", "https://")) and " " not in value):
+        raise ConfigError(f"public URL must be an http(s) URL: {value!r}")
+    return value
 
 
 def _origin(value: str) -> str:

@@ -491,7 +491,23 @@ _HANDLERS: dict[str, Callable[[Connection, Entry, Any], None]] = {
 
 TransferHook = Callable[[Tx, Actor, str, str, str], None]
 """Called inside a transfer command after ``MemberTransferred``: (tx, actor, member id, from
-union, to union). The credentials capability revokes the old credential and issues a new one."""
+union, to union)."""
+
+
+class Change(enum.StrEnum):
+    """What changed about a member, for :data:`ChangeHook`."""
+
+    TRANSFERRED = "transferred"
+    GROUPS_CHANGED = "groups-changed"
+    LEFT = "left"
+    ERASED = "erased"
+
+
+ChangeHook = Callable[[Tx, Actor, str, Change], None]
+"""Called inside a command after its event: (tx, actor, member id, what changed). The
+credentials capability (``ledger/credentials.py``) re-issues the member's credential on a
+transfer or a group change, and revokes it when the member leaves or is erased; a hook's
+events commit with the command's, or nothing does."""
 
 
 def _official(actor: Actor) -> None:
@@ -602,10 +618,16 @@ class Members:
         hash_key: bytes,
         *,
         transfer_hooks: Sequence[TransferHook] = (),
+        change_hooks: Sequence[ChangeHook] = (),
     ) -> None:
         self.vault = vault
         self._hash_key = hash_key
         self.transfer_hooks = list(transfer_hooks)
+        self.change_hooks = list(change_hooks)
+
+    def _changed(self, tx: Tx, actor: Actor, member_id: str, change: Change) -> None:
+        for hook in self.change_hooks:
+            hook(tx, actor, member_id, change)
 
     # -- groups -----------------------------------------------------------------------------------
 
@@ -999,6 +1021,7 @@ class Members:
         )
         for hook in self.transfer_hooks:
             hook(tx, actor, member_id, member.union_code, target.code)
+        self._changed(tx, actor, member_id, Change.TRANSFERRED)
         return entry
 
     def leave(self, tx: Tx, actor: Actor, member_id: str) -> Entry:
@@ -1008,7 +1031,9 @@ class Members:
         member = visible_member(tx.conn, actor, member_id)
         if member.status != Status.ACTIVE:
             raise WrongMemberStatus(f"member is {member.status}, not active")
-        return tx.append("MemberLeft", actor.ledger_actor, {"member": member_id})
+        entry = tx.append("MemberLeft", actor.ledger_actor, {"member": member_id})
+        self._changed(tx, actor, member_id, Change.LEFT)
+        return entry
 
     def rejoin(self, tx: Tx, actor: Actor, member_id: str, union_code: str) -> Entry:
         _official(actor)
@@ -1043,6 +1068,24 @@ class Members:
     def add_group(
         self, tx: Tx, actor: Actor, member_id: str, group: str, start: str | None = None
     ) -> Entry:
+        """Add the member to ``group`` (see :meth:`_add_group_command`), then run the change
+        hooks (the credential is re-issued)."""
+        entry = self._add_group_command(tx, actor, member_id, group, start)
+        self._changed(tx, actor, member_id, Change.GROUPS_CHANGED)
+        return entry
+
+    def end_group(
+        self, tx: Tx, actor: Actor, member_id: str, group: str, until: str | None = None
+    ) -> Entry:
+        """End the member's span in ``group`` (see :meth:`_end_group_command`), then run the
+        change hooks (the credential is re-issued)."""
+        entry = self._end_group_command(tx, actor, member_id, group, until)
+        self._changed(tx, actor, member_id, Change.GROUPS_CHANGED)
+        return entry
+
+    def _add_group_command(
+        self, tx: Tx, actor: Actor, member_id: str, group: str, start: str | None
+    ) -> Entry:
         """Add the member to ``group`` from day ``start`` (default: today). A sensitive group
         appends the member's new sealed state (``MemberSealedGroupsChanged``), any other group
         ``MemberGroupAdded``.
@@ -1074,8 +1117,8 @@ class Members:
             raise BadGroup(f"the member is already in {chosen} (since {open_span.start})")
         return self._add_group(tx, actor, member_id, chosen, day)
 
-    def end_group(
-        self, tx: Tx, actor: Actor, member_id: str, group: str, until: str | None = None
+    def _end_group_command(
+        self, tx: Tx, actor: Actor, member_id: str, group: str, until: str | None
     ) -> Entry:
         """End the member's open span in ``group`` on day ``until`` (default: today). A sensitive
         group appends the member's new sealed state (``MemberSealedGroupsChanged``), any other
@@ -1129,13 +1172,17 @@ class Members:
             raise WrongMemberStatus("member is already erased")
         self.vault.erase(tx.execute, member_id, tx.now.isoformat())
         tx.execute(delete(member_lookup).where(member_lookup.c.member_id == member_id))
-        return tx.append("MemberErased", actor.ledger_actor, {"member": member_id})
+        entry = tx.append("MemberErased", actor.ledger_actor, {"member": member_id})
+        self._changed(tx, actor, member_id, Change.ERASED)
+        return entry
 
 
 __all__ = [
     "SEALED_GROUPS_CHANGED",
     "SENSITIVE_GROUPS",
     "BadGroup",
+    "Change",
+    "ChangeHook",
     "DuplicatePerson",
     "DuplicatePhone",
     "Group",

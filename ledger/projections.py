@@ -111,10 +111,11 @@ class EventCounts:
 def default_projections() -> list[Projection]:
     """Every projection of the ledger, in the order they apply each entry (unions before
     members: a member's count lands on an existing union)."""
+    from ledger.credentials import CredentialsProjection  # noqa: PLC0415
     from ledger.members import MembersProjection  # noqa: PLC0415  (domain modules import us)
     from ledger.unions import UnionsProjection  # noqa: PLC0415
 
-    return [EventCounts(), UnionsProjection(), MembersProjection()]
+    return [EventCounts(), UnionsProjection(), MembersProjection(), CredentialsProjection()]
 
 
 def _tables(projections: Iterable[Projection]) -> list[Table]:

@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-SCHEMA_VERSION = "3"  # 3: vault.ledger_key, member_sealed
+SCHEMA_VERSION = "4"  # 3: vault.ledger_key, member_sealed; 4: credentials
 
 metadata = MetaData()
 
@@ -85,7 +85,12 @@ def init_schema(engine: Engine) -> None:
     Raises:
         SchemaVersionError: the database holds another schema version.
     """
-    from ledger import members, unions, vault  # noqa: F401, PLC0415  (register their tables)
+    from ledger import (  # noqa: F401, PLC0415  (register their tables)
+        credentials,
+        members,
+        unions,
+        vault,
+    )
     from verifier.merkle import EMPTY_ROOT  # noqa: PLC0415  (keeps this module light)
 
     metadata.create_all(engine)

@@ -185,6 +185,9 @@ READ_MEMBER = {
 PERSONAL = {"anon": 401, "official": (OK, 404), "auditor": 403, "member": (OK, 404), "station": 403}
 LEAVE = {"anon": 401, "official": (OK, 404), "auditor": 403, "member": (OK, 404), "station": 403}
 
+MEMBER_ONLY = {"anon": 401, "official": 403, "auditor": 403, "member": OK, "station": 403}
+HOLDER_JWK = keys.PrivateKey.generate().public_key.to_jwk()
+
 U_IN, U_OUT = {"code": "G-IN2"}, {"code": "G-OUT"}
 NEWCOMER_IN = {"name": "新人", "id_number": "11010519491231002X", "phone": "13912345678"}
 NEWCOMER_OUT = {"name": "新人", "id_number": "110101199003071233", "phone": "13912345679"}
@@ -262,6 +265,13 @@ TABLE: list[Spec] = [
     Spec("GET", "/v1/members/{member_id}", READ_MEMBER, M_IN, M_OUT),
     Spec("GET", "/v1/members/{member_id}/groups", READ_MEMBER, M_IN, M_OUT),
     Spec("GET", "/v1/members/{member_id}/history", READ_MEMBER, M_IN, M_OUT),
+    # credentials: the member registers a holder key first, so that the reads find one
+    Spec("POST", "/v1/members/me/credential", MEMBER_ONLY, body={"holder_key": HOLDER_JWK}),
+    Spec("GET", "/v1/members/me/credential", MEMBER_ONLY),
+    Spec("GET", "/v1/members/me/credential/sd-jwt", MEMBER_ONLY),
+    Spec("GET", "/v1/members/{member_id}/credentials", READ_MEMBER, M_IN, M_OUT),
+    Spec("GET", "/v1/status-lists/{issuer}", PUBLIC, {"issuer": "100000"}),
+    Spec("GET", "/v1/trust-list", PUBLIC),
     Spec("GET", "/v1/members/{member_id}/personal", PERSONAL, M_IN, M_OUT),
     # changing members
     Spec(
