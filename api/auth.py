@@ -275,6 +275,14 @@ class AuthService:
     def _now(self) -> int:
         return int(self.clock().timestamp())
 
+    def throttle(self, action: str, client: str) -> None:
+        """Count one ``action`` by ``client`` (20 a minute per client and action).
+
+        Raises:
+            AuthFailure: too-many-requests, with Retry-After.
+        """
+        self._throttle(action, client)
+
     def _throttle(self, action: str, client: str) -> None:
         wait = self._per_client.hit(f"{action}\n{client}", self.clock().timestamp())
         if wait is not None:
@@ -720,6 +728,23 @@ def require(*roles: Role) -> Callable[[Actor], Actor]:
         if actor.role not in allowed:
             raise Problem("forbidden", f"this needs one of the roles: {names}")
         return actor
+
+    return dependency
+
+
+def client_address(request: Request) -> str:
+    """The peer address. Behind a reverse proxy this is the proxy: run uvicorn with
+    --proxy-headers and --forwarded-allow-ips so that it becomes the real client."""
+    return request.client.host if request.client else "unknown"
+
+
+def throttle(action: str) -> Callable[[Request, AuthService], None]:
+    """A dependency that throttles an unauthenticated ``action`` per client address (the
+    public join form: it answers whether an ID number already holds a membership, so it must
+    not be an enumeration oracle)."""
+
+    def dependency(request: Request, auth: AuthDep) -> None:
+        auth.throttle(action, client_address(request))
 
     return dependency
 

@@ -14,7 +14,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
-from api.auth import AccountHolderDep, ActorDep, AuthDep, GrantDep, TokenPair
+from api.auth import (
+    AccountHolderDep,
+    ActorDep,
+    AuthDep,
+    GrantDep,
+    TokenPair,
+    client_address,
+)
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -84,10 +91,7 @@ class Me(BaseModel):
     username: str | None = None  # officials and auditors: the account's login name
 
 
-def _client(request: Request) -> str:
-    # The peer address. Behind a reverse proxy this is the proxy: run uvicorn with
-    # --proxy-headers and --forwarded-allow-ips so that it becomes the real client.
-    return request.client.host if request.client else "unknown"
+_client = client_address
 
 
 def _tokens(pair: TokenPair, response: Response) -> TokenResponse:

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import AuditorOrOfficialDep, MemberDep, OfficialDep, require
+from api.auth import AuditorOrOfficialDep, MemberDep, OfficialDep, require, throttle
 from api.deps import ServicesDep
 from api.routes_unions import EntryRef, entry_ref
 from ledger import members as m
@@ -230,6 +230,7 @@ def enrol(services: ServicesDep, actor: OfficialDep, body: Enrol) -> MemberOut:
     tags=["public"],
     status_code=201,
     summary="Apply to join with a union's join code",
+    dependencies=[Depends(throttle("join"))],  # 20 a minute per client address
 )
 def apply(
     services: ServicesDep, join_code: Annotated[str, Path(max_length=32)], body: Apply

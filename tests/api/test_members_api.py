@@ -270,3 +270,19 @@ def test_personal_data_appears_nowhere_but_the_vault(
         for field_name, value in person.items():
             for where, haystack in haystacks.items():
                 assert value.encode() not in haystack, f"{field_name} found in {where}"
+
+
+def test_the_public_join_form_is_throttled(env: tuple[TestClient, dict[str, str]]) -> None:
+    # It tells an applicant that an ID number already holds a membership: with no limit it
+    # would be an oracle for who is a member.
+    client, tokens = env
+    code = client.get("/v1/unions/G-A", headers=auth(tokens["bj"])).json()["join_code"]
+    answers = [
+        client.post(f"/v1/join/{code}", json={"person": PEOPLE[0]}).status_code for _ in range(21)
+    ]
+    assert answers[0] == 201
+    assert set(answers[1:20]) == {409}  # the same person again: duplicate-person
+    refused = client.post(f"/v1/join/{code}", json={"person": PEOPLE[1]})
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "/problems/too-many-requests"
+    assert int(refused.headers["retry-after"]) > 0
