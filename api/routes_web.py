@@ -1,15 +1,18 @@
-"""Web pages served by the API itself: the admin console (``GET /admin``) and its static files
-(``GET /static/<name>``).
+"""Web pages served by the API itself: the admin console (``GET /admin``), the member app
+(``GET /app``, and ``GET /join/<join code>``, the address a union's join QR holds), the member
+app's service worker (``GET /sw.js``, at the root so that its scope covers both), and their
+static files (``GET /static/<name>``, third-party modules at ``GET /static/vendor/<name>``).
 
-The files live in ``api/web/`` and ship with the package. Only the files found there at import
-time are served (a fixed table: no path from the request ever reaches the file system), each
-with its content type, ``X-Content-Type-Options: nosniff`` and a strict Content-Security-Policy:
-everything from this origin only, no inline script or style, no framing. The page needs no
-network beyond this server: no CDN, no web fonts.
+The files live in ``api/web/`` and ``api/web/vendor/`` and ship with the package. Only the
+files found there at import time are served (a fixed table: no path from the request ever
+reaches the file system), each with its content type, ``X-Content-Type-Options: nosniff`` and a
+strict Content-Security-Policy: everything from this origin only, no inline script or style, no
+framing. The pages need no network beyond this server: no CDN, no web fonts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +24,9 @@ from api.problems import Problem
 router = APIRouter(tags=["web"])
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
+VENDOR_DIR = WEB_DIR / "vendor"
+MEMBER_APP = "member.html"
+SERVICE_WORKER = "sw.js"
 
 CSP = "; ".join(
     (
@@ -30,6 +36,8 @@ CSP = "; ".join(
         "img-src 'self'",
         "connect-src 'self'",
         "font-src 'self'",
+        "worker-src 'self'",  # the member app's service worker
+        "manifest-src 'self'",  # and its web app manifest
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
@@ -56,26 +64,36 @@ CONTENT_TYPES = {
 }
 
 
-def _static_files() -> dict[str, Path]:
-    """The servable files of ``api/web`` by name (top level only, known types only)."""
-    if not WEB_DIR.is_dir():
+def _static_files(
+    folder: Path = WEB_DIR, suffixes: Iterable[str] = CONTENT_TYPES
+) -> dict[str, Path]:
+    """The servable files of ``folder`` by name (top level only, known types only)."""
+    if not folder.is_dir():
         return {}
+    wanted = set(suffixes)
     return {
         p.name: p
-        for p in WEB_DIR.iterdir()
-        if p.is_file() and p.suffix in CONTENT_TYPES and not p.name.startswith(".")
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix in wanted and not p.name.startswith(".")
     }
 
 
 STATIC_FILES = _static_files()
+# Third-party ES modules (built from npm by web-src/, see vendor/README.md): scripts only,
+# not their licence texts or notes.
+VENDOR_FILES = _static_files(VENDOR_DIR, (".js",))
 
 
-def _file_response(name: str) -> Response:
-    path = STATIC_FILES.get(name)
+def _file_response(
+    name: str, table: Mapping[str, Path] = STATIC_FILES, headers: Mapping[str, str] | None = None
+) -> Response:
+    path = table.get(name)
     if path is None:
         raise Problem("not-found", f"no static file {name!r}")
     return Response(
-        path.read_bytes(), media_type=CONTENT_TYPES[path.suffix], headers=SECURITY_HEADERS
+        path.read_bytes(),
+        media_type=CONTENT_TYPES[path.suffix],
+        headers={**SECURITY_HEADERS, **(headers or {})},
     )
 
 
@@ -96,3 +114,44 @@ def admin_page() -> Response:
 )
 def static_file(name: Annotated[str, PathParam(max_length=64)]) -> Response:
     return _file_response(name)
+
+
+@router.get(
+    "/static/vendor/{name}",
+    summary="A third-party module of the member app (vendored from npm)",
+    response_class=Response,
+)
+def vendor_file(name: Annotated[str, PathParam(max_length=64)]) -> Response:
+    return _file_response(name, VENDOR_FILES)
+
+
+@router.get(
+    "/app",
+    summary="The member app: log in, see your membership, show your QR code (a web page, PWA)",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}}},
+)
+def member_app() -> Response:
+    return _file_response(MEMBER_APP)
+
+
+@router.get(
+    "/join/{join_code}",
+    summary="The member app's join page: the address a union's join QR code holds",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}}},
+)
+def join_page(join_code: Annotated[str, PathParam(max_length=32)]) -> Response:
+    # The page reads the code from its own address and asks GET /v1/join/{code}: an unknown
+    # code is the page's to explain, in the member's language.
+    del join_code
+    return _file_response(MEMBER_APP)
+
+
+@router.get(
+    "/sw.js",
+    summary="The member app's service worker (at the root: its scope covers /app and /join/)",
+    response_class=Response,
+)
+def service_worker() -> Response:
+    return _file_response(SERVICE_WORKER, headers={"Service-Worker-Allowed": "/"})
