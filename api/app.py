@@ -21,6 +21,8 @@ from api import (
     routes_credentials,
     routes_log,
     routes_members,
+    routes_programs,
+    routes_stations,
     routes_unions,
     routes_web,
 )
@@ -32,6 +34,7 @@ from ledger.db import make_engine
 from ledger.log import LogReader
 from ledger.members import Members
 from ledger.projections import default_projections
+from ledger.redemptions import Redemptions
 from ledger.schema import SchemaVersionError, init_schema
 from ledger.sequencer import Sequencer
 from ledger.vault import Vault
@@ -86,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         members=members,
         credentials=credentials,
+        redemptions=Redemptions(members),
         auth=auth.AuthService.for_settings(settings, engine, keyring),
     )
     assert services.auth is not None
@@ -113,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_unions.router)
     app.include_router(routes_members.router)
     app.include_router(routes_credentials.router)
+    app.include_router(routes_programs.router)
+    app.include_router(routes_stations.router)
     app.include_router(routes_log.router)
     app.include_router(routes_web.router)
 

@@ -38,7 +38,7 @@ from api import problems
 from api.deps import ServicesDep
 from api.problems import Problem, ProblemType
 from api.settings import Settings
-from ledger import accounts
+from ledger import accounts, stations
 from ledger.accounts import PasswordCost
 from ledger.domain import Actor, Conflict, Role
 from ledger.members import Members, Status, get_member
@@ -427,7 +427,7 @@ class AuthService:
             account = accounts.get_account(conn, session.subject)
             allowed = account is not None and not account.disabled
         elif session.role == Role.STATION:
-            allowed = bool(self._station_keys(session.subject, now))
+            allowed = bool(self._station_keys(conn, session.subject, now))
         elif session.role == Role.MEMBER:
             allowed = self.directory.may_hold_session(conn, session.subject)
         if not allowed:
@@ -621,9 +621,11 @@ class AuthService:
             raw = keys.b64url_decode(signature)
         except ValueError:
             raw = b""
-        for record in self._station_keys(station_id, now):
+        with self.engine.connect() as conn:
+            candidates = self._station_keys(conn, station_id, now)
+        for public in candidates:
             try:
-                record.public_key.verify(raw, message)
+                public.verify(raw, message)
             except keys.KeysError:
                 continue
             with self.engine.begin() as conn:
@@ -632,15 +634,21 @@ class AuthService:
         log.info("station %s login: no valid key of the station made that signature", station_id)
         raise invalid_credentials()
 
-    def _station_keys(self, station_id: str, now: int) -> list[keys.KeyRecord]:
+    def _station_keys(self, conn: Connection, station_id: str, now: int) -> list[keys.PublicKey]:
+        """The station's device keys valid now: those registered on the ledger and not revoked
+        (docs/stations.md), and the keyring's ``station`` keys of that scope. None at all for a
+        station that the ledger closed."""
+        row = stations.get_station(conn, station_id)
+        if row is not None and not row.active:
+            return []
+        valid = stations.station_public_keys(conn, station_id)
         at = datetime.fromtimestamp(now, UTC)
-        valid = []
         for record in self.keyring.of_role(keys.Role.STATION, station_id):
             try:
                 record.check_valid_at(at)
             except keys.KeysError:
                 continue
-            valid.append(record)
+            valid.append(record.public_key)
         return valid
 
 

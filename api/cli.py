@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from api import demo  # noqa: PLC0415
 
         services = app.state.services
-        summary = demo.seed(services.engine, services.sequencer, services.members)
+        summary = demo.seed(services.engine, services.sequencer, services.members, services.keyring)
         from api.bootstrap import demo_station_key_file  # noqa: PLC0415
 
         print(demo.banner(summary, demo_station_key_file(settings)), flush=True)
@@ -423,7 +423,23 @@ def cmd_member_qr(args: argparse.Namespace) -> int:
     unknown = set(args.disclose) - wallet.groups
     if unknown:
         return _fail(EXIT_USAGE, f"the credential holds no group {', '.join(sorted(unknown))}")
-    text = wallet.presentation(args.disclose, keys.utc_now())
+    disclose = list(args.disclose)
+    if args.program is not None:
+        from ledger import programs  # noqa: PLC0415
+        from ledger.db import make_engine  # noqa: PLC0415
+
+        engine = make_engine(settings.database_url)
+        try:
+            with engine.connect() as conn:
+                version = programs.version_at(
+                    conn, args.program, programs.format_time(keys.utc_now())
+                )
+        finally:
+            engine.dispose()
+        if version is None:
+            return _fail(EXIT_USAGE, f"no program {args.program!r} in force")
+        disclose += list(version.rules.groups_any)  # what the program's rule looks at
+    text = wallet.presentation(disclose, keys.utc_now())
     png = qr_png(text, args.out or wallet_path.with_suffix(".png"))
     print(text)
     print(
@@ -499,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="disclose this group (repeatable; the groups a program needs)",
     )
+    k.add_argument("--program", help="disclose the groups this program's eligibility rule looks at")
     k.add_argument("--wallet", help="wallet file (default: DATA_DIR/wallet-MEMBER_ID.json)")
     k.add_argument("--renew", action="store_true", help="register a new key and credential")
     k.add_argument("--out", help="PNG path (default: the wallet's name with .png)")

@@ -1,5 +1,6 @@
 """Demo data for ``unionledger serve --demo``: a realistic union tree, a few hundred members
-across the groups, and one account per role, printed at start.
+across the groups, a few stations (工会驿站, 司机之家, a mother-and-infant room, a workers'
+cultural palace), and one account per role, printed at start.
 
 Everything goes through the same commands as real requests (events on the ledger, personal
 data in the vault). Names are synthetic; ID numbers are synthetic with valid checksums; phone
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+import keys
 from api.bootstrap import DEMO_STATION, NATIONAL_UNION_CODE, load_provinces
 from api.settings import warn
-from ledger import unions
+from ledger import stations, unions
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.identity import synthetic_id_number
@@ -69,6 +71,26 @@ EMPLOYERS = {
     "G-GZ-DRIVERS": "某网约车平台",
     "G-GZ-TRUCKS": "个体货运",
 }
+_DAILY = {day: [["08:00", "20:00"]] for day in stations.DAYS}
+_OFFICE = {day: [["08:30", "17:30"]] for day in stations.DAYS[:5]} | {"sat": [], "sun": []}
+_PALACE = {day: [["09:00", "21:00"]] for day in stations.DAYS} | {"mon": []}
+# (station id, name, kind, operating union, location, lat, lon, hours): places, never people.
+# The demo station device (its key in the keyring and, once seeded, on the ledger) is the first.
+STATIONS = [
+    (DEMO_STATION, "望京街道工会驿站", "union_station", "110105-WJ", "北京市朝阳区望京街道",
+     "39.9968", "116.4700", None),
+    ("ST-BJ-ZGC-0001", "中关村工会驿站", "union_station", "110108-ZGC", "北京市海淀区中关村",
+     "39.9834", "116.3160", _DAILY),
+    ("ST-BJ-HOSP-MOM", "医院爱心妈妈小屋", "mother_infant_room", "G-BJ-HOSPITAL",
+     "北京市海淀区（医院门诊楼二层）", None, None, _OFFICE),
+    ("ST-SH-ZJ-0001", "张江镇工会驿站", "union_station", "310115-ZJ", "上海市浦东新区张江镇",
+     "31.2040", "121.5900", _DAILY),
+    ("ST-GZ-TRUCK-01", "天河货车司机之家", "truck_driver_home", "G-GZ-TRUCKS",
+     "广州市天河区（物流园区）", "23.1500", "113.3600", None),
+    ("ST-GZ-PALACE", "广州市工人文化宫", "cultural_palace", "440100", "广州市越秀区",
+     "23.1250", "113.2700", _PALACE),
+]  # fmt: skip
+
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐"
 GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超霞平刚桂兰华红"
 
@@ -85,14 +107,23 @@ class DemoSummary:
     unions: int
     members: int
     member_phone: str | None
+    stations: int = 0
+    station_key_on_ledger: bool = False  # the demo station's keyring key is registered too
 
 
 def _name(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
 
 
-def seed(engine: Engine, sequencer: Sequencer, members: Members) -> DemoSummary | None:
-    """Seed the demo once; None when the tree already exists."""
+def seed(
+    engine: Engine,
+    sequencer: Sequencer,
+    members: Members,
+    keyring: keys.Keyring | None = None,
+) -> DemoSummary | None:
+    """Seed the demo once; None when the tree already exists. With ``keyring``, the demo
+    station's device keys found there (role ``station``, scope :data:`DEMO_STATION`) are also
+    registered on the ledger, as an official registers a real device's public key."""
     with engine.connect() as conn:
         if conn.execute(select(func.count()).select_from(unions.unions)).scalar_one():
             return None
@@ -151,6 +182,8 @@ def seed(engine: Engine, sequencer: Sequencer, members: Members) -> DemoSummary 
             futures.append(sequencer.submit(_enrol(members, union_code, person, chosen)))
     for enrolled in futures:
         enrolled.result()
+    device_keys = _demo_device_keys(keyring)
+    sequencer.execute(lambda tx: _stations(tx, device_keys))
 
     with engine.begin() as conn:
         now = int(time.time())
@@ -165,7 +198,40 @@ def seed(engine: Engine, sequencer: Sequencer, members: Members) -> DemoSummary 
                 cost=PasswordCost(),
             )
     sequencer.checkpoint()
-    return DemoSummary(unions=len(commands), members=len(futures), member_phone=first_phone)
+    return DemoSummary(
+        unions=len(commands),
+        members=len(futures),
+        member_phone=first_phone,
+        stations=len(STATIONS),
+        station_key_on_ledger=bool(device_keys),
+    )
+
+
+def _demo_device_keys(keyring: keys.Keyring | None) -> list[keys.PublicKey]:
+    if keyring is None:
+        return []
+    now = keys.utc_now()
+    return [
+        r.public_key for r in keyring.of_role(keys.Role.STATION, DEMO_STATION) if r.is_valid_at(now)
+    ]
+
+
+def _stations(tx: Tx, device_keys: list[keys.PublicKey]) -> None:
+    for station, name, kind, union, location, lat, lon, hours in STATIONS:
+        stations.register_station(
+            tx,
+            SYSTEM,
+            station=station,
+            name=name,
+            kind=kind,
+            union=union,
+            location=location,
+            lat=lat,
+            lon=lon,
+            hours=hours,
+        )
+    for public in device_keys:
+        stations.register_station_key(tx, SYSTEM, station=DEMO_STATION, jwk=public)
 
 
 def _enrol(
@@ -184,9 +250,16 @@ def banner(summary: DemoSummary | None, station_key_file: Path) -> str:
             f"  member   phone {summary.member_phone}: ask for a one-time code; the development "
             "sink prints it in this log"
         )
-        lines.append(f"Seeded {summary.unions} unions and {summary.members} members.")
+        lines.append(
+            f"Seeded {summary.unions} unions, {summary.members} members and "
+            f"{summary.stations} stations."
+        )
+    where = "in the keyring"
+    if summary is not None and summary.station_key_on_ledger:
+        where += " and registered on the ledger"
     lines.append(
-        f"  station  {DEMO_STATION}: device key (Ed25519 seed, hex) in {station_key_file}; log in "
-        "by signing the challenge of POST /v1/auth/station/challenge"
+        f"  station  {DEMO_STATION}: device key (Ed25519 seed, hex) in {station_key_file}, its "
+        f"public key {where}; log in by signing the challenge of "
+        "POST /v1/auth/station/challenge"
     )
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from api.settings import Settings
 from ledger.credentials import Credentials
 from ledger.log import LogReader
 from ledger.members import Members
+from ledger.redemptions import Redemptions
 from ledger.sequencer import Sequencer
 from verifier.note import NoteSigner, NoteVerifier
 
@@ -31,6 +32,7 @@ class Services:
     sequencer: Sequencer
     members: Members
     credentials: Credentials
+    redemptions: Redemptions
     auth: AuthService | None = None  # logins and tokens (api/auth.py); None: every login is 503
 
     def log_verifier(self) -> NoteVerifier:

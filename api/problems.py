@@ -172,7 +172,14 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, LedgerError)
         slug = exc.code if exc.code in TYPES else "ledger-error"
         status = exc.status if isinstance(exc, DomainError) else TYPES[slug].status
-        return problem_response(slug, status=status, detail=str(exc), instance=request.url.path)
+        extra = getattr(exc, "extra", None)  # e.g. a refused redemption's renews_at
+        return problem_response(
+            slug,
+            status=status,
+            detail=str(exc),
+            instance=request.url.path,
+            extra=extra if isinstance(extra, dict) else None,
+        )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)

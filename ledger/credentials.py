@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,7 +63,12 @@ from verifier.credential import (
     short_kid_collisions,
 )
 from verifier.entry import Entry
-from verifier.statuslist import StatusList, sign_status_list
+from verifier.statuslist import (
+    StatusList,
+    VerifiedStatusList,
+    sign_status_list,
+    verify_status_list,
+)
 
 VALIDITY = timedelta(days=30)
 RENEW_BEFORE = timedelta(days=7)  # the app asks for a new credential when less is left
@@ -303,6 +308,7 @@ class Credentials:
         self._lists: dict[str, tuple[tuple[int, int], datetime, str]] = {}
         self._lists_lock = threading.Lock()
         self._trust: tuple[datetime, str] | None = None
+        self._verified: dict[str, keys.TrustList | VerifiedStatusList] = {}
 
     # -- issuing ------------------------------------------------------------------------------
 
@@ -474,6 +480,34 @@ class Credentials:
         if raw is None:
             raise NoCredential("no valid credential: register a holder key")
         return keys.PublicKey.from_bytes(bytes(raw))
+
+    # -- what the server's own verifier needs -----------------------------------------------------
+
+    def verification_material(
+        self, conn: Connection, uri_of: Callable[[str], str], now: datetime
+    ) -> tuple[keys.TrustList, dict[str, VerifiedStatusList]]:
+        """The trust list and every issuer's status list, verified as a station would verify
+        them (against the root keys), so that the online redemption runs the very checks of
+        ``verifier.credential.verify_presentation``. Verified once per signed token."""
+        token = self.trust_list(now)
+        with self._lists_lock:
+            trusted = self._verified.get(token)
+        if not isinstance(trusted, keys.TrustList):
+            roots = [r.public_key for r in self.keyring.of_role(keys.Role.ROOT)]
+            trusted = keys.verify_trust_list(token, roots, now)
+            with self._lists_lock:
+                self._verified = {token: trusted}  # drops the lists of an older trust list
+        lists: dict[str, VerifiedStatusList] = {}
+        for issuer in issuers(conn):
+            status_token = self.status_list(conn, issuer, uri_of(issuer), now)
+            with self._lists_lock:
+                found = self._verified.get(status_token)
+            if not isinstance(found, VerifiedStatusList):
+                found = verify_status_list(status_token, trusted, now, issuer=issuer)
+                with self._lists_lock:
+                    self._verified[status_token] = found
+            lists[issuer] = found
+        return trusted, lists
 
     # -- trust and status lists ------------------------------------------------------------------
 

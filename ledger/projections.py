@@ -113,9 +113,20 @@ def default_projections() -> list[Projection]:
     members: a member's count lands on an existing union)."""
     from ledger.credentials import CredentialsProjection  # noqa: PLC0415
     from ledger.members import MembersProjection  # noqa: PLC0415  (domain modules import us)
+    from ledger.programs import ProgramsProjection  # noqa: PLC0415
+    from ledger.redemptions import RedemptionsProjection  # noqa: PLC0415
+    from ledger.stations import StationsProjection  # noqa: PLC0415
     from ledger.unions import UnionsProjection  # noqa: PLC0415
 
-    return [EventCounts(), UnionsProjection(), MembersProjection(), CredentialsProjection()]
+    return [
+        EventCounts(),
+        UnionsProjection(),
+        MembersProjection(),
+        CredentialsProjection(),
+        StationsProjection(),
+        ProgramsProjection(),
+        RedemptionsProjection(),
+    ]
 
 
 def _tables(projections: Iterable[Projection]) -> list[Table]:

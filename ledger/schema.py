@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-SCHEMA_VERSION = "4"  # 3: vault.ledger_key, member_sealed; 4: credentials
+SCHEMA_VERSION = "5"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs
 
 metadata = MetaData()
 
@@ -88,6 +88,9 @@ def init_schema(engine: Engine) -> None:
     from ledger import (  # noqa: F401, PLC0415  (register their tables)
         credentials,
         members,
+        programs,
+        redemptions,
+        stations,
         unions,
         vault,
     )

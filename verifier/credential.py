@@ -647,6 +647,16 @@ def _decode_text(text: str) -> bytes:
         raise CredentialMalformed(f"presentation is not base45: {e}") from e
 
 
+def presentation_digest(text: str) -> bytes | None:
+    """SHA-256 of the presentation's decoded bytes (``VerifiedPresentation.presentation_hash``)
+    without verifying anything, or None if ``text`` is not even base45 with our prefix: lets a
+    server recognise a retried request after its QR code went stale."""
+    try:
+        return hashlib.sha256(_decode_text(text)).digest()
+    except CredentialMalformed:
+        return None
+
+
 def _proof_time(item: object) -> tuple[int, bytes | None]:
     """The holder proof's time and challenge: ``time`` or ``[time, challenge]``."""
     if type(item) is int:

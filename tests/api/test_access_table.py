@@ -24,7 +24,7 @@ import keys
 from api.app import create_app
 from api.bootstrap import init_data_dir
 from api.settings import Settings
-from ledger import unions
+from ledger import programs, stations, unions
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.identity import synthetic_id_number
@@ -102,6 +102,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
         ).member_id
         ids[f"id_number_{where}"] = people[where].id_number
+    # Stations with a device key on the ledger: ST-1 (the logged-in station device's) and
+    # ST-IN2 (closed and its key revoked by the table) inside the subtree, ST-OUT outside.
+    for station_id, union in (("ST-1", "G-IN"), ("ST-IN2", "G-IN"), ("ST-OUT", "G-OUT")):
+        seq.execute(
+            lambda tx, s=station_id, u=union: stations.register_station(
+                tx, SYSTEM, station=s, name=f"驿站{s}", kind="union_station", union=u
+            )
+        )
+        ids[f"kid_{station_id}"] = seq.execute(
+            lambda tx, s=station_id: stations.register_station_key(
+                tx, SYSTEM, station=s, jwk=keys.PrivateKey.generate().public_key
+            )
+        ).body["kid"]
+    # Programs: P-IN owned inside the official's subtree, P-OUT outside (and its twin to close).
+    for program, owner in (("P-IN", "G-IN"), ("P-IN2", "G-IN"), ("P-OUT", "G-OUT")):
+        seq.execute(
+            lambda tx, p=program, o=owner: programs.create_program(
+                tx, SYSTEM, program=p, owner=o, rules=PROGRAM_RULES
+            )
+        )
     join_code = unions.get_union(services.engine.connect(), "G-IN").join_code  # type: ignore[union-attr]
     ids["join_code"] = join_code
     seq.checkpoint()  # receipts need a checkpoint that covers entry 0
@@ -186,12 +206,33 @@ PERSONAL = {"anon": 401, "official": (OK, 404), "auditor": 403, "member": (OK, 4
 LEAVE = {"anon": 401, "official": (OK, 404), "auditor": 403, "member": (OK, 404), "station": 403}
 
 MEMBER_ONLY = {"anon": 401, "official": 403, "auditor": 403, "member": OK, "station": 403}
+STATION_ONLY = {"anon": 401, "official": 403, "auditor": 403, "member": 403, "station": OK}
+ANYONE_PROGRAM = {"anon": 401, "official": (OK, 404), "auditor": OK, "member": OK, "station": OK}
+NO_REDEMPTION = {"anon": 401, "official": 404, "auditor": 404, "member": 404, "station": 404}
+REVERSE = {"anon": 401, "official": 404, "auditor": 403, "member": 403, "station": 404}
+PROGRAM_RULES = {
+    "name": "送清凉",
+    "kind": "universal",
+    "period": {"from": "2026-01-01", "until": "2099-12-31"},
+    "quota": {"count": 1, "per": "program"},
+    "unit_value": 5000,
+}
+P_IN, P_OUT = {"program": "P-IN"}, {"program": "P-OUT"}
 HOLDER_JWK = keys.PrivateKey.generate().public_key.to_jwk()
 
 U_IN, U_OUT = {"code": "G-IN2"}, {"code": "G-OUT"}
 NEWCOMER_IN = {"name": "新人", "id_number": "11010519491231002X", "phone": "13912345678"}
 NEWCOMER_OUT = {"name": "新人", "id_number": "110101199003071233", "phone": "13912345679"}
 M_IN, M_OUT = {"member_id": "{in}"}, {"member_id": "{out}"}
+READ_STATION = {
+    "anon": 401,
+    "official": (OK, 404),
+    "auditor": OK,
+    "member": 403,
+    "station": (OK, 404),
+}
+ST_IN, ST_OUT = {"station_id": "ST-1"}, {"station_id": "ST-OUT"}
+DEVICE_JWK = keys.PrivateKey.generate().public_key.to_jwk()
 
 TABLE: list[Spec] = [
     # public: no authentication at all
@@ -330,6 +371,75 @@ TABLE: list[Spec] = [
         M_OUT,
         order=7,
     ),
+    # stations: the station device reads itself (ST-1) and nothing else
+    Spec("GET", "/v1/stations", READ_UNION, {"union": "G-IN"}, {"union": "G-OUT"}),
+    Spec(
+        "POST",
+        "/v1/stations",
+        WRITE_SCOPED,
+        body={"station_id": "ST-NEW", "name": "新驿站", "kind": "other", "union": "G-IN"},
+        body_out={"station_id": "ST-NEW2", "name": "新驿站", "kind": "other", "union": "G-OUT"},
+    ),
+    Spec("GET", "/v1/stations/{station_id}", READ_STATION, ST_IN, ST_OUT),
+    Spec("GET", "/v1/stations/{station_id}/keys", READ_STATION, ST_IN, ST_OUT),
+    Spec("PATCH", "/v1/stations/{station_id}", WRITE_SCOPED, ST_IN, ST_OUT, body={"name": "改名"}),
+    Spec(
+        "POST",
+        "/v1/stations/{station_id}/keys",
+        WRITE_SCOPED,
+        ST_IN,
+        ST_OUT,
+        body={"jwk": DEVICE_JWK},
+    ),
+    Spec(
+        "POST",
+        "/v1/stations/{station_id}/keys/{kid}/revoke",
+        WRITE_SCOPED,
+        {"station_id": "ST-IN2", "kid": "{kid_ST-IN2}"},
+        {"station_id": "ST-OUT", "kid": "{kid_ST-OUT}"},
+        body={"reason": "设备遗失"},
+    ),
+    Spec(
+        "POST",
+        "/v1/stations/{station_id}/close",
+        WRITE_SCOPED,
+        {"station_id": "ST-IN2"},
+        ST_OUT,
+        order=5,
+    ),
+    # programs, entitlements and redemptions
+    Spec(
+        "POST",
+        "/v1/programs",
+        WRITE_SCOPED,
+        body={"program": "P-NEW", "owner": "G-IN", "rules": PROGRAM_RULES},
+        body_out={"program": "P-NEW2", "owner": "G-OUT", "rules": PROGRAM_RULES},
+    ),
+    Spec("GET", "/v1/programs", READ_UNION, {"union": "G-IN"}, {"union": "G-OUT"}),
+    Spec("GET", "/v1/programs/{program}", ANYONE_PROGRAM, P_IN, P_OUT),
+    Spec(
+        "POST",
+        "/v1/programs/{program}/versions",
+        WRITE_SCOPED,
+        P_IN,
+        P_OUT,
+        body={"rules": PROGRAM_RULES},
+    ),
+    Spec(
+        "POST", "/v1/programs/{program}/close", WRITE_SCOPED, {"program": "P-IN2"}, P_OUT, order=5
+    ),
+    Spec("GET", "/v1/members/me/entitlements", MEMBER_ONLY),
+    Spec("GET", "/v1/members/{member_id}/entitlements", READ_MEMBER, M_IN, M_OUT),
+    Spec("POST", "/v1/redemptions", STATION_ONLY, body={}),
+    Spec("GET", "/v1/redemptions/{redemption}", NO_REDEMPTION, {"redemption": "999999"}),
+    Spec(
+        "POST",
+        "/v1/redemptions/{redemption}/reverse",
+        REVERSE,
+        {"redemption": "999999"},
+        body={},
+    ),
+    Spec("GET", "/v1/members/me/redemptions", MEMBER_ONLY),
 ]
 
 

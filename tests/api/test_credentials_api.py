@@ -352,6 +352,7 @@ def test_cli_member_qr_is_a_development_wallet(
     assert main([*base, env.member_id]) == 0  # the same credential, a fresh proof
     assert check(env, capsys.readouterr().out.strip()).groups == frozenset()
     assert len(env.entries("CredentialIssued")) == 1
+    assert main([*base, env.member_id, "--program", "NO-SUCH-PROGRAM"]) == 2
     assert main([*base, env.member_id, "--disclose", "courier"]) == 2
     assert "no group courier" in capsys.readouterr().err
     assert main([*base, "AAAAAAAAAAAAAAAAAAAAAA", "--renew"]) == 1  # no such member

@@ -1,0 +1,407 @@
+"""Benefit programs, entitlements and redemptions (福利核销).
+
+- ``/v1/programs``: officials create programs in their subtree, add versions (effective now or
+  later, never in the past) and close them; every logged-in party may read a program it can see.
+- ``/v1/members/me/entitlements`` (and ``/v1/members/{id}/entitlements`` for officials and
+  auditors): what the member may redeem now, with the quota left.
+- ``POST /v1/redemptions`` (stations): the scanned QR presentation, the program, a quantity
+  and an idempotency key → the recorded redemption and its receipt (entry, inclusion proof and
+  signed checkpoint: verifiable offline). Refusals are problem+json with a specific type.
+- ``POST /v1/redemptions/{id}/reverse``: the station within the window, or an official.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+import keys
+from api.auth import AuditorOrOfficialDep, MemberDep, OfficialDep, StationDep, require
+from api.deps import ServicesDep
+from api.routes_credentials import status_list_uri
+from api.routes_members import ReaderDep
+from api.routes_unions import EntryRef, entry_ref
+from ledger import members as m
+from ledger import programs as p
+from ledger import redemptions as r
+from ledger.domain import Actor, Role
+from verifier.credential import presentation_digest, verify_presentation
+from verifier.errors import CredentialError
+
+router = APIRouter(tags=["programs"])
+
+AnyoneDep = Annotated[
+    Actor, Depends(require(Role.OFFICIAL, Role.AUDITOR, Role.MEMBER, Role.STATION))
+]
+ProgramId = Annotated[str, Path(max_length=64)]
+
+SUMMER_PACK: dict[str, Any] = {
+    "name": "2027 送清凉 summer cooling pack",
+    "kind": "universal",
+    "period": {"from": "2027-06-01", "until": "2027-08-31"},
+    "quota": {"count": 1, "per": "program"},
+    "unit_value": 5000,
+    "max_quantity": 1,
+    "budget": 500000000,
+    "allocations": {"440000": 100000000},
+    "where": {"station_kinds": ["union_station", "truck_driver_home"]},
+    "offline": {"allowed": True, "per_member_per_day": 1, "station_daily_value": 200000},
+    "no_stack_with": [],
+}
+
+
+class ProgramCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"program": "NAT-2027-SUMMER", "owner": "100000", "rules": dict(SUMMER_PACK)}
+            ]
+        },
+    )
+    program: str = Field(max_length=64)
+    owner: str = Field(max_length=32)
+    rules: dict[str, Any] = Field(description="The version's rules (docs/programs.md)")
+
+
+class ProgramRevise(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: dict[str, Any]
+    effective: datetime | None = Field(None, description="RFC 3339; default now; never past")
+
+
+class VersionOut(BaseModel):
+    version: int
+    effective: str
+    rules: dict[str, Any]
+
+
+class ProgramOut(BaseModel):
+    program: str
+    owner: str
+    name: str
+    status: str
+    created_at: str
+    closed_at: str | None
+    versions: list[VersionOut]
+
+
+def program_out(conn: Any, row: p.ProgramRow) -> ProgramOut:
+    return ProgramOut(
+        program=row.program_id,
+        owner=row.owner,
+        name=row.name,
+        status=row.status,
+        created_at=row.created_at,
+        closed_at=row.closed_at,
+        versions=[
+            VersionOut(version=v.version, effective=v.effective, rules=v.rules.to_json())
+            for v in p.versions(conn, row.program_id)
+        ],
+    )
+
+
+@router.post("/v1/programs", status_code=201, summary="Create a program in your subtree")
+def create_program(services: ServicesDep, actor: OfficialDep, body: ProgramCreate) -> ProgramOut:
+    services.sequencer.execute(
+        lambda tx: p.create_program(
+            tx, actor, program=body.program, owner=body.owner, rules=body.rules
+        )
+    )
+    with services.engine.connect() as conn:
+        return program_out(conn, p.visible_program(conn, actor, body.program))
+
+
+@router.get("/v1/programs", summary="Programs that reach a union (default: your scope)")
+def list_programs(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    union: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
+) -> list[ProgramOut]:
+    with services.engine.connect() as conn:
+        if union is not None and actor.role is Role.OFFICIAL:
+            from ledger import unions  # noqa: PLC0415
+
+            if unions.visible(conn, actor, union) is None:
+                raise unions.UnknownUnion(f"no union {union!r}")
+        rows = p.list_programs(conn, actor, union=union, status=status)
+        return [program_out(conn, row) for row in rows]
+
+
+@router.get("/v1/programs/{program}", summary="One program with all its versions")
+def get_program(services: ServicesDep, actor: AnyoneDep, program: ProgramId) -> ProgramOut:
+    with services.engine.connect() as conn:
+        return program_out(conn, p.visible_program(conn, actor, program))
+
+
+@router.post("/v1/programs/{program}/versions", status_code=201, summary="A new version")
+def revise_program(
+    services: ServicesDep, actor: OfficialDep, program: ProgramId, body: ProgramRevise
+) -> ProgramOut:
+    services.sequencer.execute(
+        lambda tx: p.revise_program(
+            tx, actor, program=program, rules=body.rules, effective=body.effective
+        )
+    )
+    with services.engine.connect() as conn:
+        return program_out(conn, p.visible_program(conn, actor, program))
+
+
+@router.post("/v1/programs/{program}/close", summary="Close a program: no more redemptions")
+def close_program(services: ServicesDep, actor: OfficialDep, program: ProgramId) -> EntryRef:
+    return entry_ref(
+        services.sequencer.execute(lambda tx: p.close_program(tx, actor, program=program))
+    )
+
+
+# -- entitlements ------------------------------------------------------------------------------
+
+
+class EntitlementOut(BaseModel):
+    program: str
+    version: int
+    name: str
+    kind: str
+    owner: str
+    unit_value: int = Field(description="fen")
+    quota: int
+    per: str
+    remaining: int
+    renews_at: str | None
+    until: str
+    where: dict[str, Any]
+    offline: bool
+
+
+def _entitlements(services: ServicesDep, member_id: str) -> list[EntitlementOut]:
+    with services.engine.connect() as conn:
+        found = r.entitlements(conn, services.members, member_id, datetime.now(UTC))
+    return [
+        EntitlementOut(
+            program=e.program_id,
+            version=e.version,
+            name=e.name,
+            kind=e.kind,
+            owner=e.owner,
+            unit_value=e.unit_value,
+            quota=e.quota,
+            per=e.per,
+            remaining=e.remaining,
+            renews_at=e.renews_at,
+            until=e.until,
+            where=e.where,
+            offline=e.offline,
+        )
+        for e in found
+    ]
+
+
+@router.get("/v1/members/me/entitlements", summary="What you may redeem now")
+def my_entitlements(services: ServicesDep, actor: MemberDep) -> list[EntitlementOut]:
+    return _entitlements(services, actor.key_id)
+
+
+@router.get("/v1/members/{member_id}/entitlements", summary="What a member may redeem now")
+def member_entitlements(
+    services: ServicesDep, actor: ReaderDep, member_id: Annotated[str, Path(max_length=32)]
+) -> list[EntitlementOut]:
+    with services.engine.connect() as conn:
+        m.visible_member(conn, actor, member_id)
+    return _entitlements(services, member_id)
+
+
+# -- redemptions -------------------------------------------------------------------------------
+
+
+class RedeemRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "presentation": "UL1:...",
+                    "program": "NAT-2027-SUMMER",
+                    "quantity": 1,
+                    "idempotency_key": "0b7c6d3e-5f1a-4c2b-9d8e-7f6a5b4c3d2e",
+                }
+            ]
+        },
+    )
+    presentation: str = Field(max_length=4296, description="The scanned QR text")
+    program: str = Field(max_length=64)
+    quantity: int = Field(1, ge=1, le=1000)
+    idempotency_key: str = Field(min_length=1, max_length=r.MAX_KEY)
+    challenge: str | None = Field(
+        None, max_length=64, description="base64url of the challenge the station showed, if any"
+    )
+
+
+class RedemptionOut(BaseModel):
+    redemption: int
+    program: str
+    program_name: str
+    version: int
+    member_id: str
+    station: str
+    quantity: int
+    value: int = Field(description="fen")
+    funding_union: str
+    operating_union: str
+    home_union: str
+    at: str
+    reversed_at: str | None
+    remaining: int | None = Field(None, description="quota left this period, for the member")
+    renews_at: str | None = None
+    repeated: bool = Field(False, description="an earlier answer to the same idempotency key")
+    receipt: dict[str, Any] | None = Field(
+        None, description="the entry's proof bundle (docs/formats.md), verifiable offline"
+    )
+
+
+def _receipt(services: ServicesDep, index: int) -> dict[str, Any] | None:
+    try:
+        receipt: dict[str, Any] = json.loads(services.reader.receipt(index).to_json())
+    except LookupError:
+        return None
+    except Exception as e:  # NotCheckpointed: the next checkpoint covers it
+        if type(e).__name__ == "NotCheckpointed":
+            return None
+        raise
+    return receipt
+
+
+def redemption_out(
+    services: ServicesDep,
+    row: r.RedemptionRow,
+    *,
+    name: str | None = None,
+    done: r.Redeemed | None = None,
+) -> RedemptionOut:
+    return RedemptionOut(
+        redemption=row.redemption,
+        program=row.program_id,
+        program_name=name or (done.program_name if done else row.program_id),
+        version=row.version,
+        member_id=row.member_id,
+        station=row.station_id,
+        quantity=row.quantity,
+        value=row.value,
+        funding_union=row.funding_union,
+        operating_union=row.operating_union,
+        home_union=row.home_union,
+        at=row.at,
+        reversed_at=row.reversed_at,
+        remaining=done.remaining if done else None,
+        renews_at=done.renews_at if done else None,
+        repeated=done.repeated if done else False,
+        receipt=_receipt(services, row.redemption),
+    )
+
+
+@router.post(
+    "/v1/redemptions",
+    status_code=201,
+    summary="Redeem a program for the member whose QR code was scanned (stations)",
+)
+def redeem(
+    services: ServicesDep, actor: StationDep, body: RedeemRequest, response: Response
+) -> RedemptionOut:
+    station = str(actor.scope)
+    with services.engine.connect() as conn:
+        earlier = r.by_idempotency(conn, station, body.idempotency_key)
+        if earlier is None:
+            now = keys.utc_now()
+            trust, lists = services.credentials.verification_material(
+                conn, lambda issuer: status_list_uri(services, issuer), now
+            )
+    if earlier is not None:  # a retry: answered again, even once the QR code is stale
+        with services.engine.connect() as conn:
+            done = services.redemptions.answer_again(
+                conn,
+                earlier,
+                program=body.program,
+                quantity=body.quantity,
+                presentation=presentation_digest(body.presentation),
+                now=keys.utc_now(),
+            )
+    else:
+        challenge = None
+        if body.challenge is not None:
+            try:
+                challenge = keys.b64url_decode(body.challenge)
+            except ValueError:
+                raise r.PresentationRefused("the challenge is not base64url") from None
+        try:
+            verified = verify_presentation(
+                body.presentation,
+                trust_list=trust,
+                status_lists=lists,
+                now=now,
+                challenge=challenge,
+            )
+        except CredentialError as e:
+            raise r.PresentationRefused(str(e), reason=e.code, step=e.step) from None
+        done = services.sequencer.execute(
+            lambda tx: services.redemptions.redeem(
+                tx,
+                actor,
+                verified,
+                program=body.program,
+                quantity=body.quantity,
+                key=body.idempotency_key,
+            )
+        )
+    if done.repeated:
+        response.status_code = 200
+    else:
+        services.sequencer.checkpoint()  # the receipt needs a checkpoint covering the entry
+    return redemption_out(services, done.row, done=done)
+
+
+@router.get("/v1/redemptions/{redemption}", summary="One redemption with its receipt")
+def get_redemption(
+    services: ServicesDep, actor: AnyoneDep, redemption: Annotated[int, Path(ge=0, le=2**62)]
+) -> RedemptionOut:
+    with services.engine.connect() as conn:
+        row = r.visible_redemption(conn, actor, redemption)
+        program = p.get_program(conn, row.program_id)
+    return redemption_out(services, row, name=program.name if program else None)
+
+
+class ReverseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=200)
+
+
+@router.post("/v1/redemptions/{redemption}/reverse", summary="Reverse a redemption")
+def reverse(
+    services: ServicesDep,
+    actor: Annotated[Actor, Depends(require(Role.OFFICIAL, Role.STATION))],
+    redemption: Annotated[int, Path(ge=0, le=2**62)],
+    body: ReverseRequest,
+) -> EntryRef:
+    return entry_ref(
+        services.sequencer.execute(
+            lambda tx: services.redemptions.reverse(tx, actor, redemption, reason=body.reason)
+        )
+    )
+
+
+@router.get("/v1/members/me/redemptions", summary="Your redemptions, newest first, with receipts")
+def my_redemptions(
+    services: ServicesDep,
+    actor: MemberDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[RedemptionOut]:
+    with services.engine.connect() as conn:
+        rows = r.history_of(conn, actor.key_id, limit=limit)
+        names = {row.program_id: p.get_program(conn, row.program_id) for row in rows}
+    return [
+        redemption_out(services, row, name=getattr(names[row.program_id], "name", None))
+        for row in rows
+    ]

@@ -1,0 +1,800 @@
+"""Redemption (福利核销): a station redeems a program for a member, exactly once, within quota,
+budget and stacking rules; and reversals.
+
+The station sends the member's QR presentation (verified before the command, with the
+verifier's pure code), the program, a quantity and an idempotency key. The command, run by the
+sequencer in the batch transaction, judges at that instant, in this order (the first failure
+is the refusal, a specific problem type a station can show a person):
+
+1. the same station and idempotency key: the earlier redemption is answered again (nothing is
+   appended); with a different program, quantity or presentation: ``idempotency-conflict``;
+2. the presentation was not used before (``presentation-replayed``), its credential is the
+   member's current one, not revoked (``credential-revoked``: the authoritative online check);
+3. the program exists and is open today (``program-not-open``), the station is active and may
+   redeem it (``not-redeemable-here``), the quantity is 1..max (``invalid-quantity``);
+4. the member is an active member (``not-a-member``) whose home union is in the owner's subtree
+   and who meets a targeted program's rule on their groups, tenure and union at this instant
+   (``not-eligible``);
+5. the quota of the current period (``quota-used``, with when it renews);
+6. stacking: no redemption of a program that does not stack with this one in its period
+   (``not-stackable``);
+7. the budget of the funding union (``budget-exhausted``).
+
+Then one ``RedemptionRecorded`` is appended (event catalogue: docs/events.md): the program
+and version, member, station, quantity, value (fen), the funding union, the station's
+operating union, the member's home union, the quota period, the presentation's SHA-256 and the
+idempotency key. Commands run one after another in the single writer (the sequencer, which
+also excludes other processes through the database), so two stations racing for the last unit
+get one success and one ``quota-used``.
+
+``RedemptionReversed`` undoes one: within :data:`REVERSAL_WINDOW` the redeeming station or an
+official may; after it only an official, with a reason. Quota and budget are restored.
+
+Tables (projections): ``redemptions`` (one row per redemption, the entry index as its id),
+``quota_usage`` (member, program, period → units) and ``budget_usage`` (program, funding
+union → fen), kept in the same transaction as the events.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+
+from ledger import members as m
+from ledger import programs as p
+from ledger import unions
+from ledger.credentials import credentials
+from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound, Role
+from ledger.schema import projection_metadata
+from ledger.sequencer import Tx
+from verifier.credential import VerifiedPresentation
+from verifier.entry import Entry
+
+REVERSAL_WINDOW = timedelta(minutes=30)
+MAX_KEY = 128
+
+redemptions = Table(
+    "redemptions",
+    projection_metadata,
+    Column("redemption", Integer, primary_key=True, autoincrement=False),  # entry index
+    Column("program_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("member_id", String(32), nullable=False),
+    Column("station_id", String(64), nullable=False, index=True),
+    Column("quantity", Integer, nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("funding_union", String(32), nullable=False),
+    Column("operating_union", String(32), nullable=False),
+    Column("home_union", String(32), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("presentation", String(64), nullable=False, unique=True),
+    Column("idempotency", String(200), nullable=False, unique=True),
+    Column("reversed_at", String(32), nullable=True),
+    Column("reversal", Integer, nullable=True),
+)
+Index("ix_redemptions_member_program", redemptions.c.member_id, redemptions.c.program_id)
+
+quota_usage = Table(
+    "quota_usage",
+    projection_metadata,
+    Column("member_id", String(32), primary_key=True),
+    Column("program_id", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("used", Integer, nullable=False),
+)
+
+budget_usage = Table(
+    "budget_usage",
+    projection_metadata,
+    Column("program_id", String(64), primary_key=True),
+    Column("funding_union", String(32), primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+class Refused(Conflict):
+    """A redemption the rules refuse (nothing was written)."""
+
+    code = "redemption-refused"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class IdempotencyConflict(Refused):
+    """The idempotency key was used for a different redemption."""
+
+    code = "idempotency-conflict"
+
+
+class PresentationReplayed(Refused):
+    """This QR presentation was already used: ask the member to show a fresh code."""
+
+    code = "presentation-replayed"
+
+
+class PresentationRefused(Refused):
+    """The QR presentation does not verify (expired, revoked, forged, stale proof...)."""
+
+    code = "presentation-refused"
+    status = 422
+
+
+class CredentialRevoked(Refused):
+    """The credential is not the member's current one: the app must fetch its new credential."""
+
+    code = "credential-revoked"
+
+
+class ProgramNotOpen(Refused):
+    """The program is not open now (not started, ended or closed)."""
+
+    code = "program-not-open"
+
+
+class NotRedeemableHere(Refused):
+    """This station may not redeem this program."""
+
+    code = "not-redeemable-here"
+
+
+class BadQuantity(Refused):
+    """The quantity is not allowed by the program."""
+
+    code = "invalid-quantity"
+    status = 422
+
+
+class NotAMember(Refused):
+    """The person is not (any more) an active member."""
+
+    code = "not-a-member"
+
+
+class NotEligible(Refused):
+    """The member does not meet the program's eligibility rule."""
+
+    code = "not-eligible"
+
+
+class QuotaUsed(Refused):
+    """The member's quota for this period is used."""
+
+    code = "quota-used"
+
+
+class NotStackable(Refused):
+    """The member already received a program that does not stack with this one."""
+
+    code = "not-stackable"
+
+
+class BudgetExhausted(Refused):
+    """The program's budget (or the funding union's allocation) is spent."""
+
+    code = "budget-exhausted"
+
+
+class UnknownRedemption(NotFound):
+    """No such redemption, or not visible to this actor."""
+
+    code = "unknown-redemption"
+
+
+class AlreadyReversed(Conflict):
+    """The redemption was already reversed."""
+
+    code = "already-reversed"
+
+
+class ReversalWindowClosed(Forbidden):
+    """Past the reversal window only an official may reverse, with a reason."""
+
+    code = "reversal-window-closed"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def budget_used(conn: Connection, program_id: str) -> dict[str, int]:
+    rows = conn.execute(select(budget_usage).where(budget_usage.c.program_id == program_id))
+    return {r.funding_union: int(r.used) for r in rows}
+
+
+def quota_used(conn: Connection, member_id: str, program_id: str, period: str) -> int:
+    used = conn.execute(
+        select(quota_usage.c.used).where(
+            quota_usage.c.member_id == member_id,
+            quota_usage.c.program_id == program_id,
+            quota_usage.c.period == period,
+        )
+    ).scalar()
+    return int(used or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionRow:
+    redemption: int
+    program_id: str
+    version: int
+    member_id: str
+    station_id: str
+    quantity: int
+    value: int
+    funding_union: str
+    operating_union: str
+    home_union: str
+    period: str
+    at: str
+    presentation: str
+    idempotency: str
+    reversed_at: str | None
+    reversal: int | None
+
+
+def _row(r: Any) -> RedemptionRow:
+    return RedemptionRow(
+        r.redemption,
+        r.program_id,
+        r.version,
+        r.member_id,
+        r.station_id,
+        r.quantity,
+        int(r.value),
+        r.funding_union,
+        r.operating_union,
+        r.home_union,
+        r.period,
+        r.at,
+        r.presentation,
+        r.idempotency,
+        r.reversed_at,
+        r.reversal,
+    )
+
+
+def get_redemption(conn: Connection, redemption: int) -> RedemptionRow | None:
+    row = conn.execute(select(redemptions).where(redemptions.c.redemption == redemption)).first()
+    return None if row is None else _row(row)
+
+
+def by_idempotency(conn: Connection, station_id: str, key: str) -> RedemptionRow | None:
+    row = conn.execute(
+        select(redemptions).where(redemptions.c.idempotency == _idempotency(station_id, key))
+    ).first()
+    return None if row is None else _row(row)
+
+
+def history_of(conn: Connection, member_id: str, *, limit: int = 100) -> list[RedemptionRow]:
+    rows = conn.execute(
+        select(redemptions)
+        .where(redemptions.c.member_id == member_id)
+        .order_by(redemptions.c.redemption.desc())
+        .limit(limit)
+    )
+    return [_row(r) for r in rows]
+
+
+def visible_redemption(conn: Connection, actor: Actor, redemption: int) -> RedemptionRow:
+    """The redemption if the actor may see it: the member, the redeeming station, officials of
+    the funding, operating or home union's chain, auditors.
+
+    Raises:
+        UnknownRedemption.
+    """
+    row = get_redemption(conn, redemption)
+    if row is None:
+        raise UnknownRedemption(f"no redemption {redemption}")
+    role, scope = actor.role, actor.scope
+    if role in (Role.AUDITOR, Role.SYSTEM):
+        return row
+    if role is Role.MEMBER and scope == row.member_id:
+        return row
+    if role is Role.STATION and scope == row.station_id:
+        return row
+    if role is Role.OFFICIAL and scope is not None:
+        for code in (row.funding_union, row.operating_union, row.home_union):
+            if unions.is_within(conn, scope, code):
+                return row
+    raise UnknownRedemption(f"no redemption {redemption}")
+
+
+def _idempotency(station_id: str, key: str) -> str:
+    return f"{station_id}\n{key}"
+
+
+# -- projection --------------------------------------------------------------------------------
+
+
+def _bump(conn: Connection, table: Table, keys_: dict[str, Any], amount: int) -> None:
+    where = [table.c[k] == v for k, v in keys_.items()]
+    moved = conn.execute(update(table).where(*where).values(used=table.c.used + amount))
+    if moved.rowcount == 0:
+        conn.execute(insert(table).values(**keys_, used=amount))
+
+
+class RedemptionsProjection:
+    name = "redemptions"
+    tables = (redemptions, quota_usage, budget_usage)
+
+    def apply(self, conn: Connection, entry: Entry) -> None:
+        body = entry.body
+        if entry.type == "RedemptionRecorded":
+            conn.execute(
+                insert(redemptions).values(
+                    redemption=entry.index,
+                    program_id=body["program"],
+                    version=body["version"],
+                    member_id=body["member"],
+                    station_id=body["station"],
+                    quantity=body["quantity"],
+                    value=body["value"],
+                    funding_union=body["funding"],
+                    operating_union=body["operating"],
+                    home_union=body["home"],
+                    period=body["period"],
+                    at=entry.time,
+                    presentation=base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
+                    idempotency=_idempotency(body["station"], body["idempotency"]),
+                )
+            )
+            self._usage(conn, body, +1)
+        elif entry.type == "RedemptionReversed":
+            row = get_redemption(conn, body["redemption"])
+            if row is None or row.reversed_at is not None:
+                return  # the command refuses both; a foreign chain changes nothing here
+            conn.execute(
+                update(redemptions)
+                .where(redemptions.c.redemption == row.redemption)
+                .values(reversed_at=entry.time, reversal=entry.index)
+            )
+            self._usage(
+                conn,
+                {
+                    "member": row.member_id,
+                    "program": row.program_id,
+                    "period": row.period,
+                    "quantity": row.quantity,
+                    "funding": row.funding_union,
+                    "value": row.value,
+                },
+                -1,
+            )
+
+    @staticmethod
+    def _usage(conn: Connection, body: Any, sign: int) -> None:
+        _bump(
+            conn,
+            quota_usage,
+            {"member_id": body["member"], "program_id": body["program"], "period": body["period"]},
+            sign * body["quantity"],
+        )
+        _bump(
+            conn,
+            budget_usage,
+            {"program_id": body["program"], "funding_union": body["funding"]},
+            sign * body["value"],
+        )
+
+    def flush(self, conn: Connection) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """A redemption as the station gets it; ``repeated`` when an idempotency key was seen."""
+
+    row: RedemptionRow
+    repeated: bool
+    program_name: str
+    remaining: int
+    renews_at: str | None
+
+
+def _funding(conn: Connection, rules: p.Rules, owner: str, home: str) -> str:
+    for union in rules.allocations:
+        if unions.is_within(conn, union, home):
+            return union
+    return owner
+
+
+def _eligible(
+    conn: Connection,
+    members: m.Members,
+    version: p.Version,
+    owner: str,
+    member: m.MemberRow,
+    *,
+    now: datetime,
+) -> str | None:
+    """Why ``member`` is not eligible at ``now``, or None."""
+    rules = version.rules
+    if not unions.is_within(conn, owner, member.union_code):
+        return "the member's union is outside the program's scope"
+    if rules.home_subtree is not None and not unions.is_within(
+        conn, rules.home_subtree, member.union_code
+    ):
+        return "the program is for members of another union"
+    if rules.min_tenure_days is not None:
+        joined = datetime.fromisoformat(member.joined_at.replace("Z", "+00:00"))
+        if now - joined < timedelta(days=rules.min_tenure_days):
+            return f"the program needs {rules.min_tenure_days} days of membership"
+    if rules.groups_any:
+        today = now.astimezone(p.CHINA).date()
+        if not set(members.active_groups(conn, member.member_id, today)) & set(rules.groups_any):
+            return "the program is for members of other groups"
+    return None
+
+
+def _station_allows(conn: Connection, rules: p.Rules, owner: str, station: Any) -> bool:
+    subtree = rules.where_subtree or owner
+    if not unions.is_within(conn, subtree, station.union_code):
+        return False
+    if rules.stations and station.station_id not in rules.stations:
+        return False
+    return not (rules.station_kinds and station.kind not in rules.station_kinds)
+
+
+def _stacked(conn: Connection, member_id: str, program_id: str, rules: p.Rules) -> str | None:
+    others = p.not_stacking(conn, program_id)
+    if not others:
+        return None
+    start, end = _window(rules)
+    return conn.execute(
+        select(redemptions.c.program_id)
+        .where(
+            redemptions.c.member_id == member_id,
+            redemptions.c.program_id.in_(others),
+            redemptions.c.reversed_at.is_(None),
+            redemptions.c.at >= start,
+            redemptions.c.at < end,
+        )
+        .limit(1)
+    ).scalar()
+
+
+def _window(rules: p.Rules) -> tuple[str, str]:
+    """The program's period as UTC entry-time bounds [start, end)."""
+    first = datetime(rules.start.year, rules.start.month, rules.start.day, tzinfo=p.CHINA)
+    after = rules.until + timedelta(days=1)
+    last = datetime(after.year, after.month, after.day, tzinfo=p.CHINA)
+    return p.format_time(first), p.format_time(last)
+
+
+def _check_presentation(conn: Connection, verified: VerifiedPresentation) -> None:
+    used = conn.execute(
+        select(redemptions.c.redemption).where(
+            redemptions.c.presentation == verified.presentation_hash.hex()
+        )
+    ).first()
+    if used is not None:
+        raise PresentationReplayed("this QR code was already used: show a fresh one")
+    current = conn.execute(
+        select(credentials.c.revoked_at).where(
+            credentials.c.credential_hash == verified.credential_hash.hex()
+        )
+    ).first()
+    if current is None or current.revoked_at is not None:
+        raise CredentialRevoked("this credential was replaced or revoked: refresh the app")
+
+
+def _check_program_station(
+    conn: Connection, station_id: str, program: str, now: datetime
+) -> tuple[p.ProgramRow, p.Version, Any]:
+    from ledger.stations import get_station  # noqa: PLC0415  (stations import nothing of ours)
+
+    row = p.get_program(conn, program)
+    version = p.version_at(conn, program, p.format_time(now))
+    if row is None or version is None:
+        raise ProgramNotOpen(f"no program {program!r}")
+    rules = version.rules
+    if row.status != "open" or not rules.runs_on(now.astimezone(p.CHINA).date()):
+        raise ProgramNotOpen(
+            "the program is not open today",
+            opens=rules.start.isoformat(),
+            closes=rules.until.isoformat(),
+            status=row.status,
+        )
+    place = get_station(conn, station_id)
+    if place is None or place.status != "active":
+        raise NotRedeemableHere("this station is not registered or is closed")
+    if not _station_allows(conn, rules, row.owner, place):
+        raise NotRedeemableHere("this program cannot be redeemed at this station")
+    return row, version, place
+
+
+def _check_quota(
+    conn: Connection, rules: p.Rules, *, member_id: str, program: str, quantity: int, now: datetime
+) -> str:
+    period = rules.period_key(now)
+    already = quota_used(conn, member_id, program, period)
+    if already + quantity > rules.quota_count:
+        raise QuotaUsed(
+            f"the quota is used: {already} of {rules.quota_count} this period",
+            used=already,
+            quota=rules.quota_count,
+            renews_at=None
+            if rules.quota_per is p.Per.PROGRAM
+            else p.format_time(rules.period_end(now)),
+        )
+    return period
+
+
+def _check_budget(
+    conn: Connection, rules: p.Rules, *, owner: str, home: str, program: str, value: int
+) -> str:
+    funding = _funding(conn, rules, owner, home)
+    if rules.budget is None:
+        return funding
+    spent = budget_used(conn, program).get(funding, 0)
+    if funding in rules.allocations:
+        limit = rules.allocations[funding]
+    else:
+        limit = rules.budget - sum(rules.allocations.values())
+    if spent + value > limit:
+        raise BudgetExhausted("the budget is spent", funding_union=funding, left=limit - spent)
+    return funding
+
+
+class Redemptions:
+    """Redemption commands; ``members`` answers group questions."""
+
+    def __init__(self, members: m.Members) -> None:
+        self.members = members
+
+    def redeem(
+        self,
+        tx: Tx,
+        station: Actor,
+        verified: VerifiedPresentation,
+        *,
+        program: str,
+        quantity: int,
+        key: str,
+    ) -> Redeemed:
+        """Judge and record one redemption (module docstring: the checks in order).
+
+        Raises:
+            Refused (each subclass), Forbidden (not a station), Invalid (the key).
+        """
+        if station.role is not Role.STATION or station.scope is None:
+            raise Forbidden("only a station redeems")
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
+            raise Invalid(f"an idempotency key is 1 to {MAX_KEY} characters")
+        conn, now = tx.conn, tx.now
+        earlier = by_idempotency(conn, station.scope, key)  # 1.
+        if earlier is not None:
+            same = (program, quantity, verified.presentation_hash.hex())
+            if (earlier.program_id, earlier.quantity, earlier.presentation) != same:
+                raise IdempotencyConflict("this idempotency key was used for another redemption")
+            return self._answer(conn, earlier, repeated=True, now=now)
+        _check_presentation(conn, verified)  # 2.
+        row, version, place = _check_program_station(conn, station.scope, program, now)  # 3.
+        rules = version.rules
+        if type(quantity) is not int or not 1 <= quantity <= rules.max_quantity:
+            raise BadQuantity(f"the quantity is 1 to {rules.max_quantity}")
+        member = m.get_member(conn, verified.member_id)  # 4.
+        if member is None or member.status != m.Status.ACTIVE:
+            raise NotAMember("not an active member")
+        why = _eligible(conn, self.members, version, row.owner, member, now=now)
+        if why is not None:
+            raise NotEligible(why)
+        period = _check_quota(  # 5.
+            conn, rules, member_id=member.member_id, program=program, quantity=quantity, now=now
+        )
+        other = _stacked(conn, member.member_id, program, rules)  # 6.
+        if other is not None:
+            raise NotStackable(f"the member already received {other}, which does not stack")
+        value = rules.unit_value * quantity  # 7.
+        funding = _check_budget(
+            conn, rules, owner=row.owner, home=member.union_code, program=program, value=value
+        )
+        entry = tx.append(
+            "RedemptionRecorded",
+            station.ledger_actor,
+            {
+                "program": program,
+                "version": version.version,
+                "member": member.member_id,
+                "station": place.station_id,
+                "quantity": quantity,
+                "value": value,
+                "funding": funding,
+                "operating": place.union_code,
+                "home": member.union_code,
+                "period": period,
+                "presentation": _b64(verified.presentation_hash),
+                "idempotency": key,
+            },
+        )
+        recorded = get_redemption(conn, entry.index)
+        assert recorded is not None
+        return self._answer(conn, recorded, repeated=False, now=now)
+
+    def answer_again(
+        self,
+        conn: Connection,
+        earlier: RedemptionRow,
+        *,
+        program: str,
+        quantity: int,
+        presentation: bytes | None,
+        now: datetime,
+    ) -> Redeemed:
+        """The answer to a retried request (same station and idempotency key), judged before
+        the presentation is verified again (it may have gone stale meanwhile).
+
+        Raises:
+            IdempotencyConflict: the key was used for another program, quantity or QR code.
+        """
+        same = presentation is not None and presentation.hex() == earlier.presentation
+        if (earlier.program_id, earlier.quantity) != (program, quantity) or not same:
+            raise IdempotencyConflict("this idempotency key was used for another redemption")
+        return self._answer(conn, earlier, repeated=True, now=now)
+
+    def _answer(
+        self, conn: Connection, row: RedemptionRow, *, repeated: bool, now: datetime
+    ) -> Redeemed:
+        program = p.get_program(conn, row.program_id)
+        version = p.version_at(conn, row.program_id, p.format_time(now))
+        name = program.name if program is not None else row.program_id
+        if version is None:
+            return Redeemed(row, repeated, name, 0, None)
+        rules = version.rules
+        period = rules.period_key(now)
+        remaining = rules.quota_count - quota_used(conn, row.member_id, row.program_id, period)
+        renews = None if rules.quota_per is p.Per.PROGRAM else p.format_time(rules.period_end(now))
+        return Redeemed(row, repeated, name, max(remaining, 0), renews)
+
+    def reverse(self, tx: Tx, actor: Actor, redemption: int, *, reason: str | None = None) -> Entry:
+        """Append ``RedemptionReversed`` (quota and budget come back).
+
+        Raises:
+            UnknownRedemption, AlreadyReversed, ReversalWindowClosed, Forbidden, Invalid.
+        """
+        conn = tx.conn
+        if actor.role not in (Role.OFFICIAL, Role.STATION, Role.SYSTEM):
+            raise Forbidden("only the station or an official reverses a redemption")
+        row = visible_redemption(conn, actor, redemption)
+        if (
+            actor.role is Role.OFFICIAL
+            and actor.scope is not None
+            and not unions.is_within(conn, actor.scope, row.funding_union)
+            and not unions.is_within(conn, actor.scope, row.operating_union)
+        ):
+            raise UnknownRedemption(f"no redemption {redemption}")
+        if row.reversed_at is not None:
+            raise AlreadyReversed("this redemption was already reversed")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
+            raise Invalid("a reason is at most 200 characters")
+        at = datetime.fromisoformat(row.at.replace("Z", "+00:00"))
+        if tx.now - at > REVERSAL_WINDOW:
+            if actor.role is Role.STATION:
+                raise ReversalWindowClosed("past the reversal window: ask an official")
+            if not reason:
+                raise ReversalWindowClosed("past the reversal window a reason is required")
+        return tx.append(
+            "RedemptionReversed",
+            actor.ledger_actor,
+            {
+                "redemption": redemption,
+                "program": row.program_id,
+                "member": row.member_id,
+                "reason": reason,
+            },
+        )
+
+
+def remaining_quota(
+    conn: Connection, member_id: str, program_id: str, rules: p.Rules, now: datetime
+) -> int:
+    return max(
+        rules.quota_count - quota_used(conn, member_id, program_id, rules.period_key(now)), 0
+    )
+
+
+def presentation_digest(text: str) -> str:
+    """Hex SHA-256 of a QR text (for logs: never the text)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- entitlements --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """A program the member may redeem now, and how much of it is left."""
+
+    program_id: str
+    version: int
+    name: str
+    kind: str
+    owner: str
+    unit_value: int
+    quota: int
+    per: str
+    remaining: int
+    renews_at: str | None
+    until: str
+    where: dict[str, Any]
+    offline: bool
+
+
+def entitlements(
+    conn: Connection, members: m.Members, member_id: str, now: datetime
+) -> list[Entitlement]:
+    """The open programs that reach the member (owned up their union's chain), that they are
+    eligible for at ``now``, with the quota left in the current period (0 included: the app
+    shows when it renews). Budgets are not judged here: they are the station's answer.
+
+    Raises:
+        members.UnknownMember: no such member.
+    """
+    member = m.get_member(conn, member_id)
+    if member is None:
+        raise m.UnknownMember(f"no member {member_id!r}")
+    if member.status != m.Status.ACTIVE:
+        return []
+    chain = unions.chain(conn, member.union_code)
+    today = now.astimezone(p.CHINA).date()
+    out = []
+    for row in p.list_programs(conn, SYSTEM, status="open"):
+        if row.owner not in chain:
+            continue
+        version = p.version_at(conn, row.program_id, p.format_time(now))
+        if version is None or not version.rules.runs_on(today):
+            continue
+        if _eligible(conn, members, version, row.owner, member, now=now) is not None:
+            continue
+        rules = version.rules
+        out.append(
+            Entitlement(
+                program_id=row.program_id,
+                version=version.version,
+                name=rules.name,
+                kind=rules.kind.value,
+                owner=row.owner,
+                unit_value=rules.unit_value,
+                quota=rules.quota_count,
+                per=rules.quota_per.value,
+                remaining=remaining_quota(conn, member_id, row.program_id, rules, now),
+                renews_at=None
+                if rules.quota_per is p.Per.PROGRAM
+                else p.format_time(rules.period_end(now)),
+                until=rules.until.isoformat(),
+                where=rules.to_json()["where"],
+                offline=rules.offline_allowed,
+            )
+        )
+    return out

@@ -1,0 +1,222 @@
+"""Redemption over HTTP: a station scans a member's QR code and redeems a program; every rule
+refuses with its own problem type and writes nothing; retries are idempotent; receipts verify
+offline; reversals give quota back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import keys
+from ledger import members
+from ledger.domain import SYSTEM
+from ledger.projections import compare, default_projections
+from ledger.redemptions import budget_used
+from tests.api.redemption_world import World, build_world
+from verifier.entry import parse_entry
+from verifier.receipt import Receipt, verify_entry_receipt
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str) -> Iterator[tuple[World, TestClient]]:
+    built = build_world(tmp_path, database_url)
+    with TestClient(built.app, raise_server_exceptions=False) as client:
+        built.register_holder(client)
+        yield built, client
+
+
+def refused(response: Any, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"/problems/{slug}", body
+    return body
+
+
+def recorded(world: World) -> list[dict[str, Any]]:
+    reader = world.services.reader
+    return [
+        e.body
+        for e in map(parse_entry, reader.entries(0, reader.size()))
+        if e.type == "RedemptionRecorded"
+    ]
+
+
+def test_redeem_with_a_receipt_that_verifies_offline(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("NAT-SUMMER")
+    station = w.station_token(client, "ST-BJ-2")
+    answer = client.post(
+        "/v1/redemptions", json=w.redeem_body("NAT-SUMMER", "k-1"), headers=station
+    )
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert (body["member_id"], body["value"], body["remaining"]) == (w.member_id, 5000, 0)
+    assert (body["funding_union"], body["operating_union"], body["home_union"]) == (
+        "100000",
+        "110105-0001",
+        "110105-0001",
+    )
+    receipt = Receipt.from_json(json.dumps(body["receipt"]))
+    entry, checkpoint = verify_entry_receipt(receipt, w.services.log_verifier())
+    assert entry.type == "RedemptionRecorded"
+    assert entry.index == body["redemption"]
+    assert checkpoint.size > entry.index
+    # The member sees it, with the same receipt.
+    mine = client.get("/v1/members/me/redemptions", headers=w.member_token(client)).json()
+    assert [r["redemption"] for r in mine] == [body["redemption"]]
+    # No personal data, no presentation text in the event: hashes and pseudonyms.
+    (event,) = recorded(w)
+    assert set(event) == {
+        "program",
+        "version",
+        "member",
+        "station",
+        "quantity",
+        "value",
+        "funding",
+        "operating",
+        "home",
+        "period",
+        "presentation",
+        "idempotency",
+    }
+
+
+def test_retries_are_idempotent_and_replays_refused(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("DAILY-WATER", quota={"count": 3, "per": "day"}, unit_value=0)
+    w.program("OTHER", quota={"count": 3, "per": "day"}, unit_value=0)
+    station = w.station_token(client, "ST-BJ-1")
+    first_body = w.redeem_body("DAILY-WATER", "key-A")
+    first = client.post("/v1/redemptions", json=first_body, headers=station)
+    assert first.status_code == 201, first.text
+    again = client.post("/v1/redemptions", json=first_body, headers=station)
+    assert again.status_code == 200
+    assert again.json()["redemption"] == first.json()["redemption"]
+    assert again.json()["repeated"] is True
+    changed = client.post(
+        "/v1/redemptions", json={**first_body, "program": "OTHER"}, headers=station
+    )
+    refused(changed, 409, "idempotency-conflict")
+    replayed = client.post(
+        "/v1/redemptions", json={**first_body, "idempotency_key": "key-B"}, headers=station
+    )
+    refused(replayed, 409, "presentation-replayed")
+    assert len(recorded(w)) == 1
+    # A retry whose QR code no longer verifies is still answered from the record: the retry is
+    # recognised before the presentation is checked again.
+    broken = {**first_body, "challenge": keys.b64url_encode(b"another challenge")}
+    assert client.post("/v1/redemptions", json=broken, headers=station).status_code == 200
+
+
+def test_each_rule_refuses_with_its_own_problem(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    today_plus = (keys.utc_now() + timedelta(days=10)).date().isoformat()
+    w.program("ONCE")
+    w.program("DAILY", quota={"count": 2, "per": "day"}, unit_value=100, max_quantity=2)
+    w.program("HARDSHIP", kind="targeted", eligibility={"groups_any": ["hardship"]})
+    w.program("TRUCKERS", where={"station_kinds": ["truck_driver_home"]})
+    w.program("LATER", period={"from": today_plus, "until": today_plus})
+    w.program("BEIJING-ONLY", owner="110000", where={"subtree": "110105-0002"})
+    w.program("TINY", budget=5000)
+    w.program("NAT-PACK")
+    w.program("PROV-PACK", owner="110000", no_stack_with=["NAT-PACK"])
+    station = w.station_token(client, "ST-BJ-1")
+
+    def go(program: str, key: str, **extra: Any) -> Any:
+        return client.post(
+            "/v1/redemptions", json=w.redeem_body(program, key, **extra), headers=station
+        )
+
+    assert go("ONCE", "1").status_code == 201
+    refused(go("ONCE", "2"), 409, "quota-used")
+    assert go("DAILY", "3", quantity=2).status_code == 201
+    quota = refused(go("DAILY", "4"), 409, "quota-used")
+    assert quota["quota"] == 2
+    assert quota["renews_at"] > keys.utc_now().isoformat()[:10]
+    refused(go("DAILY", "5", quantity=3), 422, "invalid-quantity")
+    refused(go("HARDSHIP", "6"), 409, "not-eligible")
+    refused(go("TRUCKERS", "7"), 409, "not-redeemable-here")
+    refused(go("LATER", "8"), 409, "program-not-open")
+    refused(go("BEIJING-ONLY", "9"), 409, "not-redeemable-here")
+    refused(go("NOPE", "10"), 409, "program-not-open")
+    assert go("TINY", "11").status_code == 201  # 5000 of 5000
+    assert go("NAT-PACK", "12").status_code == 201
+    refused(go("PROV-PACK", "13"), 409, "not-stackable")
+    stale_body = w.redeem_body("DAILY", "14")
+    stale_body["presentation"] = w.qr(keys.utc_now() - timedelta(minutes=3))[0]
+    stale_body["challenge"] = None
+    stale = refused(
+        client.post("/v1/redemptions", json=stale_body, headers=station),
+        422,
+        "presentation-refused",
+    )
+    assert stale["reason"] == "holder-proof-stale"
+    # Hardship added: the credential is re-issued, the old QR refused, the new one eligible.
+    w.run(lambda tx: w.services.members.add_group(tx, SYSTEM, w.member_id, "hardship"))
+    refused(go("HARDSHIP", "15"), 422, "presentation-refused")
+    w.register_holder(client)
+    assert go("HARDSHIP", "16").status_code == 201
+    assert len(recorded(w)) == 5
+    # Every refusal wrote nothing; the tables equal a replay of the chain.
+    assert compare(w.services.engine, default_projections()) == []
+
+
+def test_budget_allocations_fund_the_members_province(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("ALLOC", budget=20000, allocations={"110000": 5000})
+    station = w.station_token(client, "ST-BJ-1")
+    ok = client.post("/v1/redemptions", json=w.redeem_body("ALLOC", "a"), headers=station)
+    assert ok.json()["funding_union"] == "110000"
+    client.post(f"/v1/redemptions/{ok.json()['redemption']}/reverse", json={}, headers=station)
+    second = client.post("/v1/redemptions", json=w.redeem_body("ALLOC", "b"), headers=station)
+    assert second.status_code == 201  # the reversal gave the allocation back
+    w.run(
+        lambda tx: w.services.redemptions.reverse(
+            tx, SYSTEM, second.json()["redemption"], reason="test"
+        )
+    )
+    w.run(lambda tx: w.services.members.transfer(tx, SYSTEM, w.member_id, "110105-0002"))
+    w.register_holder(client)
+    third = client.post("/v1/redemptions", json=w.redeem_body("ALLOC", "c"), headers=station)
+    assert third.json()["funding_union"] == "110000"
+    with w.services.engine.connect() as conn:
+        assert budget_used(conn, "ALLOC") == {"110000": 5000}
+
+
+def test_reversal_rules(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("ONCE")
+    station = w.station_token(client, "ST-BJ-1")
+    other = w.station_token(client, "ST-SH-1")
+    done = client.post("/v1/redemptions", json=w.redeem_body("ONCE", "r1"), headers=station).json()
+    path = f"/v1/redemptions/{done['redemption']}/reverse"
+    refused(client.post(path, json={}, headers=other), 404, "unknown-redemption")
+    assert client.post(path, json={"reason": "wrong person"}, headers=station).status_code == 200
+    refused(client.post(path, json={}, headers=station), 409, "already-reversed")
+    again = client.post("/v1/redemptions", json=w.redeem_body("ONCE", "r2"), headers=station)
+    assert again.status_code == 201  # the quota came back
+    shown = client.get(f"/v1/redemptions/{done['redemption']}", headers=station).json()
+    assert shown["reversed_at"] is not None
+
+
+def test_leaving_ends_entitlements_and_redemption(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("ONCE")
+    w.program("DAILY", quota={"count": 2, "per": "day"}, unit_value=0)
+    member = w.member_token(client)
+    listed = client.get("/v1/members/me/entitlements", headers=member).json()
+    assert {(e["program"], e["remaining"]) for e in listed} == {("ONCE", 1), ("DAILY", 2)}
+    station = w.station_token(client, "ST-BJ-1")
+    body = w.redeem_body("ONCE", "L1")
+    w.run(lambda tx: w.services.members.leave(tx, SYSTEM, w.member_id))
+    refused(client.post("/v1/redemptions", json=body, headers=station), 422, "presentation-refused")
+    assert client.get("/v1/members/me/entitlements", headers=member).json() == []
+    assert members.Status.LEFT == "left"
