@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import keys
 from api.settings import ConfigError, Settings
@@ -309,6 +309,43 @@ def cmd_ledger_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _note_verifier(text: str) -> Any:
+    from verifier.note import NoteVerifier  # noqa: PLC0415
+
+    if Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8").strip()
+    return NoteVerifier.from_key_string(text)
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    """Verify a receipt (a member's proof bundle) offline: exit 0 verified, 1 not, 2 usage."""
+    from verifier.errors import NoteError, VerifierError  # noqa: PLC0415
+    from verifier.receipt import Receipt, verify_entry_receipt  # noqa: PLC0415
+
+    try:
+        verifier = _note_verifier(args.public_key)
+    except NoteError as e:
+        return _fail(EXIT_USAGE, f"--public-key: {e}")
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return _fail(EXIT_USAGE, f"{args.file}: {type(e).__name__}")
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict) and isinstance(doc.get("receipt"), dict):
+            text = json.dumps(doc["receipt"])  # a saved redemption answer: its receipt
+        receipt = Receipt.from_json(text)
+        entry, checkpoint = verify_entry_receipt(receipt, verifier, origin=args.origin)
+    except (ValueError, VerifierError) as e:
+        return _fail(EXIT_FAILED, f"not verified: {e}")
+    print(
+        f"verified: entry {entry.index} ({entry.type}, {entry.time}) is in the log "
+        f"{checkpoint.origin} of {checkpoint.size} entries, root {checkpoint.root_hash.hex()}"
+    )
+    print(json.dumps(entry.body, ensure_ascii=False, sort_keys=True))
+    return EXIT_OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from verifier.audit import (  # noqa: PLC0415
         AuditFailure,
@@ -320,13 +357,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         audit,
     )
     from verifier.errors import NoteError  # noqa: PLC0415
-    from verifier.note import NoteVerifier  # noqa: PLC0415
 
-    key_text = args.public_key
-    if Path(key_text).is_file():
-        key_text = Path(key_text).read_text(encoding="utf-8").strip()
     try:
-        verifier = NoteVerifier.from_key_string(key_text)
+        verifier = _note_verifier(args.public_key)
     except NoteError as e:
         return _fail(EXIT_USAGE, f"--public-key: {e}")
     state_path = Path(args.state) if args.state else None
@@ -520,6 +553,21 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--renew", action="store_true", help="register a new key and credential")
     k.add_argument("--out", help="PNG path (default: the wallet's name with .png)")
     k.set_defaults(func=cmd_member_qr)
+
+    v = sub.add_parser(
+        "verify-receipt",
+        help="verify a receipt offline against the log's public key",
+        description="FILE is a receipt (GET /v1/log/receipt/N, or the 'receipt' of a redemption "
+        "answer, or the whole answer). Exit status: 0 verified, 1 not verified, 2 usage.",
+    )
+    v.add_argument("file", metavar="FILE")
+    v.add_argument(
+        "--public-key",
+        required=True,
+        help="the log's note verifier key <name>+<hex id>+<base64 key>, or a file holding it",
+    )
+    v.add_argument("--origin", help="the log origin to expect (default: the key's name)")
+    v.set_defaults(func=cmd_verify_receipt)
 
     a = sub.add_parser(
         "audit",

@@ -10,19 +10,20 @@ numbers are in the 1380013xxxx block. Seeding runs once: a tree that exists is l
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 import keys
 from api.bootstrap import DEMO_STATION, NATIONAL_UNION_CODE, load_provinces
 from api.settings import warn
-from ledger import stations, unions
-from ledger.accounts import PasswordCost, create_account
+from ledger import programs, stations, unions
+from ledger.accounts import PasswordCost, grant_account
 from ledger.domain import SYSTEM
 from ledger.identity import synthetic_id_number
 from ledger.members import MemberRow, Members
@@ -109,6 +110,7 @@ class DemoSummary:
     member_phone: str | None
     stations: int = 0
     station_key_on_ledger: bool = False  # the demo station's keyring key is registered too
+    programs: int = 0
 
 
 def _name(rng: random.Random) -> str:
@@ -184,19 +186,10 @@ def seed(
         enrolled.result()
     device_keys = _demo_device_keys(keyring)
     sequencer.execute(lambda tx: _stations(tx, device_keys))
+    demo_programs = programs_for(datetime.now(programs.CHINA).date())
+    sequencer.execute(lambda tx: _programs(tx, demo_programs))
 
-    with engine.begin() as conn:
-        now = int(time.time())
-        for username, (role, scope, password) in DEMO_PASSWORDS.items():
-            create_account(
-                conn,
-                username=username,
-                password=password,
-                role=role,
-                scope=scope,
-                now=now,
-                cost=PasswordCost(),
-            )
+    sequencer.execute(_accounts)
     sequencer.checkpoint()
     return DemoSummary(
         unions=len(commands),
@@ -204,7 +197,82 @@ def seed(
         member_phone=first_phone,
         stations=len(STATIONS),
         station_key_on_ledger=bool(device_keys),
+        programs=len(demo_programs),
     )
+
+
+def programs_for(today: date) -> list[tuple[str, str, dict[str, Any]]]:
+    """The demo's programs (id, owner, rules), open around ``today`` so that the demo always has
+    something to redeem: the national summer cooling pack (with allocations to two provinces and
+    a Beijing top-up that does not stack with it), a welcome pack for new-employment-form
+    workers, union-station services at no cost, a spring-festival gift for workers in hardship
+    and a truck-driver-home shower."""
+    season = {
+        "from": (today - timedelta(days=30)).isoformat(),
+        "until": (today + timedelta(days=90)).isoformat(),
+    }
+    everywhere = ["union_station", "truck_driver_home", "cultural_palace"]
+    return [
+        ("NAT-SONGQINGLIANG", NATIONAL_UNION_CODE, {
+            "name": "送清凉（防暑降温慰问包）", "kind": "universal", "period": season,
+            "quota": {"count": 1, "per": "program"}, "unit_value": 5000,
+            "budget": 1_000_000_00, "allocations": {"110000": 20_000_00, "440000": 30_000_00},
+            "where": {"station_kinds": everywhere},
+            "offline": {"allowed": True, "per_member_per_day": 1, "station_daily_value": 50_000},
+        }),
+        ("BJ-SONGQINGLIANG", "110000", {
+            "name": "北京市总工会送清凉（不与全总送清凉叠加）", "kind": "universal",
+            "period": season, "quota": {"count": 1, "per": "program"}, "unit_value": 3000,
+            "budget": 5_000_00, "no_stack_with": ["NAT-SONGQINGLIANG"],
+        }),
+        ("GD-NUANXIN", "440000", {
+            "name": "暖新礼包（新就业形态劳动者）", "kind": "targeted",
+            "eligibility": {"groups_any": [
+                "delivery_rider", "courier", "ride_hailing_driver", "truck_driver"]},
+            "period": season, "quota": {"count": 1, "per": "program"}, "unit_value": 10000,
+            "budget": 2_000_000,
+        }),
+        ("NAT-YIZHAN-WATER", NATIONAL_UNION_CODE, {
+            "name": "工会驿站：饮水、休息", "kind": "universal", "period": season,
+            "quota": {"count": 5, "per": "day"}, "unit_value": 0,
+            "where": {"station_kinds": ["union_station"]},
+            "offline": {"allowed": True, "per_member_per_day": 5, "station_daily_value": 0},
+        }),
+        ("NAT-YIZHAN-CHARGE", NATIONAL_UNION_CODE, {
+            "name": "工会驿站：手机、电动车充电", "kind": "universal", "period": season,
+            "quota": {"count": 2, "per": "day"}, "unit_value": 0,
+            "where": {"station_kinds": ["union_station"]},
+        }),
+        ("NAT-SONGWENNUAN", NATIONAL_UNION_CODE, {
+            "name": "春节送温暖（困难职工慰问）", "kind": "targeted",
+            "eligibility": {"groups_any": ["hardship"]}, "period": season,
+            "quota": {"count": 1, "per": "program"}, "unit_value": 50000, "budget": 50_000_000,
+        }),
+        ("GD-SIJI-SHOWER", "440000", {
+            "name": "司机之家：热水淋浴", "kind": "universal", "period": season,
+            "quota": {"count": 1, "per": "day"}, "unit_value": 0,
+            "where": {"station_kinds": ["truck_driver_home"]},
+        }),
+    ]  # fmt: skip
+
+
+def _accounts(tx: Tx) -> None:
+    """The demo's logins, granted on the ledger as ``unionledger accounts add`` does."""
+    for username, (role, scope, password) in DEMO_PASSWORDS.items():
+        grant_account(
+            tx,
+            SYSTEM,
+            username=username,
+            password=password,
+            role=role,
+            scope=scope,
+            cost=PasswordCost(),
+        )
+
+
+def _programs(tx: Tx, demo_programs: list[tuple[str, str, dict[str, Any]]]) -> None:
+    for program, owner, rules in demo_programs:
+        programs.create_program(tx, SYSTEM, program=program, owner=owner, rules=rules)
 
 
 def _demo_device_keys(keyring: keys.Keyring | None) -> list[keys.PublicKey]:
@@ -251,8 +319,8 @@ def banner(summary: DemoSummary | None, station_key_file: Path) -> str:
             "sink prints it in this log"
         )
         lines.append(
-            f"Seeded {summary.unions} unions, {summary.members} members and "
-            f"{summary.stations} stations."
+            f"Seeded {summary.unions} unions, {summary.members} members, "
+            f"{summary.stations} stations and {summary.programs} programs."
         )
     where = "in the keyring"
     if summary is not None and summary.station_key_on_ledger:

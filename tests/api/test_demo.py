@@ -54,6 +54,20 @@ def test_demo_seeds_once_and_every_role_can_log_in(
             "/v1/members/me", headers={"Authorization": "Bearer " + member.json()["access_token"]}
         )
         assert me.json()["status"] == "active"
+        # The member's entitlements: the national pack and the station services at least
+        # (the first demo member is a Beijing delivery rider).
+        entitled = client.get(
+            "/v1/members/me/entitlements",
+            headers={"Authorization": "Bearer " + member.json()["access_token"]},
+        ).json()
+        assert {"NAT-SONGQINGLIANG", "NAT-YIZHAN-WATER", "BJ-SONGQINGLIANG"} <= {
+            e["program"] for e in entitled
+        }
+        assert "GD-SIJI-SHOWER" not in {e["program"] for e in entitled}  # Guangdong's
+        programs = client.get(
+            "/v1/programs", headers=_login(client, "auditor"), params={"union": "440000"}
+        ).json()
+        assert {p["program"] for p in programs} >= {"GD-NUANXIN", "GD-SIJI-SHOWER"}
         # The station: sign the challenge with the demo device key.
         seed = bytes.fromhex(demo_station_key_file(settings).read_text().strip())
         challenge = client.post(

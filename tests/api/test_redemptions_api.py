@@ -4,6 +4,7 @@ offline; reversals give quota back."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,12 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 import keys
+from api.cli import main
 from ledger import members
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
 from ledger.redemptions import budget_used
 from tests.api.redemption_world import World, build_world
 from verifier.entry import parse_entry
+from verifier.note import NoteSigner
 from verifier.receipt import Receipt, verify_entry_receipt
 
 
@@ -220,3 +223,32 @@ def test_leaving_ends_entitlements_and_redemption(world: tuple[World, TestClient
     refused(client.post("/v1/redemptions", json=body, headers=station), 422, "presentation-refused")
     assert client.get("/v1/members/me/entitlements", headers=member).json() == []
     assert members.Status.LEFT == "left"
+
+
+def test_cli_verify_receipt(
+    world: tuple[World, TestClient], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w, client = world
+    w.program("ONCE")
+    station = w.station_token(client, "ST-BJ-1")
+    answer = client.post("/v1/redemptions", json=w.redeem_body("ONCE", "v1"), headers=station)
+    saved = tmp_path / "answer.json"
+    saved.write_text(answer.text, encoding="utf-8")
+    key = client.get("/v1/log/public-key").text.strip()
+    assert main(["verify-receipt", str(saved), "--public-key", key]) == 0
+    out = capsys.readouterr().out
+    assert f"verified: entry {answer.json()['redemption']} (RedemptionRecorded" in out
+    # One byte of the entry changed: not verified, exit 1.
+    doc = answer.json()
+    entry = bytearray(base64.b64decode(doc["receipt"]["entry"]))
+    entry[-3] ^= 1
+    doc["receipt"]["entry"] = base64.b64encode(bytes(entry)).decode()
+    saved.write_text(json.dumps(doc), encoding="utf-8")
+    assert main(["verify-receipt", str(saved), "--public-key", key]) == 1
+    assert "not verified" in capsys.readouterr().err
+    other = keys.PrivateKey.generate()
+    wrong = NoteSigner(w.services.settings.log_origin, other).verifier().key_string()
+    saved.write_text(answer.text, encoding="utf-8")
+    assert main(["verify-receipt", str(saved), "--public-key", wrong]) == 1
+    assert main(["verify-receipt", str(tmp_path / "missing.json"), "--public-key", key]) == 2
+    assert main(["verify-receipt", str(saved), "--public-key", "nonsense"]) == 2
