@@ -19,6 +19,22 @@ const GROUPS = [
 const MEMBER_STATUSES = ["pending", "active", "rejected", "left", "erased"];
 const REFRESH_MARGIN_S = 60; // refresh this long before the access token expires
 const LOC_PREFIXES = ["body", "query", "path", "person"]; // of a validation error's field path
+const VIEWS = ["members", "programs", "stations"]; // the tabs of a union
+const PROGRAM_KINDS = ["universal", "targeted"];
+const PROGRAM_STATUSES = ["open", "closed"];
+const QUOTA_PERS = ["program", "month", "week", "day"];
+const STATION_KINDS = [
+  "union_station", "truck_driver_home", "mother_infant_room", "cultural_palace", "other",
+];
+const STATION_STATUSES = ["active", "closed"];
+const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const MAX_INTERVALS = 6; // per day (ledger/stations.py)
+const STATION_PAGE = 100;
+const MAX_FEN = 10 ** 12; // ledger/programs.py: any amount is below
+const MAX_COUNT = 1000;
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/; // program, station and union ids
+const DEGREES_RE = /^-?(?:0|[1-9][0-9]{0,2})(?:\.[0-9]{1,7})?$/;
+const REVOKE_REASONS = ["keys.reason-lost", "keys.reason-replaced", "keys.reason-stolen"];
 
 // -- translations ---------------------------------------------------------------------------------
 
@@ -168,9 +184,49 @@ function describeProblem(problem) {
     });
     details.push(t("problem.fields", { fields: [...new Set(fields)].join(t("common.separator")) }));
   } else if (problem.detail && slug !== "validation-error" && !problem.hideDetail) {
-    details.push(t("problem.detail", { detail: problem.detail }));
+    const known = translateDetail(problem.detail);
+    details.push(known ?? t("problem.detail", { detail: problem.detail }));
   }
   return { headline, details };
+}
+
+// The server explains a refused rule or station in English: the explanations the console knows
+// are said again in the official's language (with the unions named), any other as it is.
+const DETAIL_PATTERNS = [
+  [/^the allocations exceed the budget$/, "why.allocations-exceed"],
+  [/^allocations need a budget$/, "why.allocations-need-budget"],
+  [/^union '([^']+)' is not in the owner's subtree$/, "why.union-outside", ["union"]],
+  [/^allocations go to unions below the owner$/, "why.allocation-to-owner"],
+  [/^allocations to (\S+) and (\S+) overlap$/, "why.allocations-overlap", ["a", "b"]],
+  [/^no_stack_with names an unknown program '([^']+)'$/, "why.unknown-no-stack", ["program"]],
+  [/^a program always stacks with itself/, "why.self-stack"],
+  [/^a targeted program needs an eligibility rule/, "why.targeted-needs-rule"],
+  [/^a universal program has no eligibility rule/, "why.universal-no-rule"],
+  [/^the period ends before it starts$/, "why.period-order"],
+  [/^a new version takes effect now or later/, "why.effective-past"],
+  [/^the budget would fall below what is already spent$/, "why.budget-below-spent"],
+  [/^the allocation to (\S+) would fall below what it spent$/, "why.allocation-below-spent",
+    ["union"]],
+  [/^offline redemption needs/, "why.offline-per-day"],
+  [/^a program id is /, "why.program-id"],
+  [/^(?:latitude|longitude) must /, "why.coordinates"],
+  [/^bad station id /, "why.station-id"],
+  [/^not an Ed25519 public JWK/, "why.station-key"],
+  [/^a station has at most (\d+) unrevoked keys$/, "why.too-many-keys", ["max"]],
+];
+
+function translateDetail(detail) {
+  for (const [pattern, key, names = []] of DETAIL_PATTERNS) {
+    const match = String(detail).match(pattern);
+    if (!match || !has(key)) continue;
+    const params = {};
+    names.forEach((name, i) => {
+      const value = match[i + 1];
+      params[name] = ["union", "a", "b"].includes(name) ? unionLabel(value) : value;
+    });
+    return t(key, params);
+  }
+  return null;
 }
 
 // What the banners say, kept so that a language switch can say it again:
@@ -412,6 +468,23 @@ const state = {
   member: null, // { row, personal, personalGone, groups, history }
   unionSeq: 0,
   memberSeq: 0,
+  view: "members", // the union's tab: members, programs or stations
+  viewKey: null, // "<union>|<view>" whose list is loaded
+  scopeCodes: null, // Set of the open unions of the official's subtree (null: not known)
+  programs: [],
+  programsLoaded: false,
+  program: null, // the program opened (with its versions)
+  programForm: null, // { mode: "create" | "revise", program }
+  stations: [],
+  stationsNext: null,
+  stationsLoaded: false,
+  station: null, // { row, keys }
+  stationForm: null, // { mode: "create" | "edit", row }
+  revokeKid: null,
+  privateKeyUrl: null,
+  programsSeq: 0,
+  stationsSeq: 0,
+  stationSeq: 0,
 };
 
 function resetState() {
@@ -429,9 +502,25 @@ function resetState() {
     highlight: null,
     memberId: null,
     member: null,
+    view: "members",
+    viewKey: null,
+    scopeCodes: null,
+    programs: [],
+    programsLoaded: false,
+    program: null,
+    programForm: null,
+    stations: [],
+    stationsNext: null,
+    stationsLoaded: false,
+    station: null,
+    stationForm: null,
+    revokeKid: null,
   });
   state.unionSeq += 1;
   state.memberSeq += 1;
+  state.programsSeq += 1;
+  state.stationsSeq += 1;
+  state.stationSeq += 1;
 }
 
 // -- logging in and out ---------------------------------------------------------------------------
@@ -558,38 +647,46 @@ async function loadUnionOptions() {
     );
     if (generation !== session.generation) return;
     for (const u of page.items) state.unionNames.set(u.code, u.name);
+    // Which programs this official may change: those owned by an open union of the subtree.
+    state.scopeCodes = page.next ? null : new Set(page.items.map((u) => u.code));
     $("union-options").replaceChildren(
       ...page.items.map((u) => h("option", { value: u.code, label: `${u.name}` })),
     );
     renderWhoami();
+    renderPrograms();
+    renderProgram();
   } catch {
     // only suggestions: typing a code still works
   }
 }
 
-// -- routing: #/union/<code>[/member/<id>] -----------------------------------------------------
+// -- routing: #/union/<code>[/member/<id> | /programs | /stations] -----------------------------
 
-function routeHash(union, member) {
+function routeHash(union, member, view = "members") {
   let hash = `#/union/${encodeURIComponent(union)}`;
   if (member) hash += `/member/${encodeURIComponent(member)}`;
+  else if (view !== "members") hash += `/${view}`;
   return hash;
 }
 
 function parseHash() {
-  const match = location.hash.match(/^#\/union\/([^/]+)(?:\/member\/([^/]+))?$/);
+  const match = location.hash.match(
+    /^#\/union\/([^/]+)(?:\/member\/([^/]+)|\/(programs|stations))?$/,
+  );
   if (!match) return null;
   try {
     return {
       union: decodeURIComponent(match[1]),
       member: match[2] ? decodeURIComponent(match[2]) : null,
+      view: match[3] ?? "members",
     };
   } catch {
     return null;
   }
 }
 
-function go(union, member = null) {
-  const hash = routeHash(union, member);
+function go(union, member = null, view = "members") {
+  const hash = routeHash(union, member, view);
   if (location.hash === hash) route();
   else location.hash = hash;
 }
@@ -601,6 +698,18 @@ async function route() {
     location.replace(routeHash(session.me.scope, null));
     return;
   }
+  if (target.union !== state.unionCode) {
+    Object.assign(state, { programs: [], programsLoaded: false, stations: [], stationsNext: null });
+    state.stationsLoaded = false;
+    renderPrograms();
+    renderStations();
+  }
+  if (target.view !== state.view || target.union !== state.unionCode) {
+    closeProgram(); // an opened program or station belongs to its tab and union
+    closeStation();
+  }
+  state.view = target.view;
+  renderView();
   const jobs = [];
   if (target.union !== state.unionCode) jobs.push(loadUnion(target.union));
   if (target.member !== state.memberId) {
@@ -608,6 +717,32 @@ async function route() {
     else closeMember();
   }
   await Promise.all(jobs);
+  await loadView();
+}
+
+// The list of the tab shown, once per union and tab visited.
+async function loadView() {
+  if (!state.union || state.union.code !== state.unionCode) return; // missing, or still loading
+  const key = `${state.unionCode}|${state.view}`;
+  if (key === state.viewKey) return;
+  state.viewKey = key;
+  if (state.view === "programs") await loadPrograms();
+  else if (state.view === "stations") await loadStations();
+}
+
+function renderView() {
+  const ok = Boolean(state.union) && !state.unionMissing;
+  show($("tabs"), ok);
+  for (const view of VIEWS) {
+    const tab = $(`tab-${view}`);
+    if (state.unionCode) tab.setAttribute("href", routeHash(state.unionCode, null, view));
+    if (view === state.view) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  show($("children-section"), ok && state.view === "members");
+  show($("members-section"), ok && state.view === "members");
+  show($("programs-section"), ok && state.view === "programs");
+  show($("stations-section"), ok && state.view === "stations");
 }
 
 // -- the union tree --------------------------------------------------------------------------
@@ -702,8 +837,7 @@ function renderUnion() {
   show($("union-missing"), state.unionMissing);
   $("union-home").setAttribute("href", session.me ? routeHash(session.me.scope, null) : "#");
   show($("union"), Boolean(union));
-  show($("children-section"), Boolean(union));
-  show($("members-section"), Boolean(union));
+  renderView();
   renderCrumbs();
   if (!union) return;
   $("union-name").textContent = union.name;
@@ -720,7 +854,11 @@ function renderUnion() {
         {},
         h(
           "a",
-          { class: "child", href: routeHash(child.code, null), testid: `child-${child.code}` },
+          {
+            class: "child",
+            href: routeHash(child.code, null, state.view),
+            testid: `child-${child.code}`,
+          },
           h("span", { class: "child-name", text: child.name }),
           h("span", {
             class: "child-meta",
@@ -748,7 +886,7 @@ function renderCrumbs() {
       {},
       last
         ? h("span", { "aria-current": "page", testid: `crumb-${code}`, text: label })
-        : h("a", { href: routeHash(code, null), testid: `crumb-${code}`, text: label }),
+        : h("a", { href: routeHash(code, null, state.view), testid: `crumb-${code}`, text: label }),
     );
   });
   $("breadcrumbs").replaceChildren(...items);
@@ -1145,14 +1283,1356 @@ async function erase() {
   await memberAction($("member-erase"), "/erase", undefined, "action.erased", {});
 }
 
+// -- money, days and lists --------------------------------------------------------------------
+
+const enc = encodeURIComponent;
+
+// A problem the page finds in a form before asking the server: a message key and its values.
+class FormProblem extends Error {
+  constructor(key, params = {}) {
+    super(key);
+    this.key = key;
+    this.params = params;
+  }
+}
+
+// "25.5" yuan -> 2550 fen, exactly (no floating point); null when it is not an amount.
+function yuanToFen(text) {
+  const clean = String(text).trim().replace(/[,，\s]/g, "").replace(/^[¥￥]/, "");
+  const match = clean.match(/^(\d{1,10})(?:\.(\d{0,2}))?$/);
+  if (!match) return null;
+  return Number(match[1]) * 100 + Number((match[2] ?? "").padEnd(2, "0"));
+}
+
+// 2550 fen -> "25.50" (for a form field), 1000000 -> "10000".
+function fenToYuan(fen) {
+  const whole = Math.trunc(fen / 100);
+  const cents = fen % 100;
+  return cents ? `${whole}.${String(cents).padStart(2, "0")}` : String(whole);
+}
+
+function formatYuan(fen) {
+  return new Intl.NumberFormat(lang, { style: "currency", currency: "CNY" }).format(fen / 100);
+}
+
+// Today in China (programs run on China dates).
+function chinaToday() {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Shanghai" }).format(new Date());
+}
+
+function splitIds(text) {
+  return [...new Set(String(text).split(/[\s,，、;；]+/).filter(Boolean))];
+}
+
+function listText(items) {
+  return items.join(t("common.separator"));
+}
+
+function requireFields(pairs) {
+  const missing = pairs
+    .filter(([value]) => value === "" || value === null)
+    .map(([, key]) => t(key));
+  if (missing.length) throw new FormProblem("common.required", { fields: listText(missing) });
+}
+
+function wholeNumber(text, fieldKey, low, high) {
+  const value = String(text).trim();
+  if (!/^\d{1,13}$/.test(value) || Number(value) < low || Number(value) > high) {
+    throw new FormProblem("pform.bad-number", { field: t(fieldKey), low, high });
+  }
+  return Number(value);
+}
+
+function moneyField(text, fieldKey) {
+  const fen = yuanToFen(text);
+  if (fen === null || fen > MAX_FEN) {
+    throw new FormProblem("pform.bad-money", { field: t(fieldKey) });
+  }
+  return fen;
+}
+
+function idList(text, fieldKey) {
+  const ids = splitIds(text);
+  const bad = ids.find((id) => !ID_RE.test(id));
+  if (bad) throw new FormProblem("pform.bad-id-in-list", { field: t(fieldKey), id: bad });
+  return ids;
+}
+
+function unionCodeField(text, fieldKey) {
+  const code = String(text).trim();
+  if (code && !ID_RE.test(code)) throw new FormProblem("pform.bad-union", { field: t(fieldKey) });
+  return code || null;
+}
+
+// Checkboxes, one per value, after the group's label; the labels follow the language.
+function fillCheckboxes(box, values, { name, testid, labelKey, checked = [] }) {
+  const label = box.querySelector(".label");
+  box.replaceChildren(
+    label,
+    ...values.map((value) =>
+      h(
+        "label",
+        { class: "check" },
+        h("input", {
+          type: "checkbox",
+          name,
+          value,
+          testid: `${testid}-${value}`,
+          checked: checked.includes(value),
+        }),
+        h("span", { "data-i18n": labelKey(value), text: t(labelKey(value)) }),
+      ),
+    ),
+  );
+}
+
+function checkedValues(box) {
+  return [...box.querySelectorAll("input[type=checkbox]:checked")].map((i) => i.value);
+}
+
+function mayManage(owner) {
+  return state.scopeCodes === null || state.scopeCodes.has(owner);
+}
+
+// -- programs: the list ------------------------------------------------------------------------
+
+async function loadPrograms() {
+  const seq = ++state.programsSeq;
+  const union = state.unionCode;
+  const params = new URLSearchParams({ union });
+  const status = $("program-filter-status").value;
+  if (status) params.set("status", status);
+  try {
+    const list = await api("GET", `/v1/programs?${params}`);
+    if (seq !== state.programsSeq || union !== state.unionCode) return;
+    state.programs = list;
+    state.programsLoaded = true;
+    renderPrograms();
+  } catch (error) {
+    if (seq === state.programsSeq) report(error);
+  }
+}
+
+// The version in force now (the first one before it starts).
+function currentVersion(program) {
+  const now = Date.now();
+  let found = program.versions[0];
+  for (const v of program.versions) if (Date.parse(v.effective) <= now) found = v;
+  return found;
+}
+
+function renderProgramFilters() {
+  const all = { allLabel: t("filter.all") };
+  fillSelect($("program-filter-status"), PROGRAM_STATUSES, (s) => t(`pstatus.${s}`), all);
+}
+
+function programBadge(program) {
+  return h("span", {
+    class: `badge ${program.status === "open" ? "active" : "closed"}`,
+    testid: `program-status-${program.program}`,
+    text: t(`pstatus.${program.status}`),
+  });
+}
+
+function ownerCell(owner) {
+  const name = state.unionNames.get(owner);
+  const note = mayManage(owner) ? owner : `${owner} · ${t("programs.readonly-tag")}`;
+  return h("span", { class: "union-cell" }, name ?? "", h("small", { class: "mono", text: note }));
+}
+
+function renderPrograms() {
+  const rows = state.programs.map((p) => {
+    const rules = currentVersion(p).rules;
+    return h(
+      "tr",
+      {
+        testid: `program-row-${p.program}`,
+        class: p.program === state.program?.program ? "highlight" : null,
+      },
+      h(
+        "td",
+        { "data-label": t("programs.col-id") },
+        h("button", {
+          type: "button",
+          class: "link-button mono",
+          testid: `program-open-${p.program}`,
+          "aria-label": t("programs.open", { id: p.program }),
+          text: p.program,
+          onclick: () => openProgram(p.program),
+        }),
+      ),
+      h("td", { "data-label": t("programs.col-name"), text: p.name }),
+      h("td", { "data-label": t("programs.col-owner") }, ownerCell(p.owner)),
+      h("td", { "data-label": t("programs.col-kind"), text: t(`pkind.${rules.kind}`) }),
+      h("td", {
+        class: "nowrap",
+        "data-label": t("programs.col-period"),
+        text: t("rules.period-value", { from: rules.period.from, until: rules.period.until }),
+      }),
+      h("td", { "data-label": t("programs.col-status") }, programBadge(p)),
+    );
+  });
+  $("programs-body").replaceChildren(...rows);
+  show($("programs-empty"), state.programsLoaded && rows.length === 0);
+}
+
+// -- programs: one program and its versions ------------------------------------------------------
+
+function openProgram(id) {
+  const found = state.programs.find((p) => p.program === id);
+  if (!found) return;
+  state.program = found;
+  renderPrograms();
+  renderProgram();
+  $("program-detail-name").focus();
+}
+
+function closeProgram() {
+  state.program = null;
+  renderProgram();
+  if (state.programs.length) renderPrograms();
+}
+
+function renderProgram() {
+  const p = state.program;
+  show($("program-detail"), Boolean(p) && state.view === "programs");
+  if (!p) return;
+  $("program-detail-name").textContent = p.name;
+  $("program-detail-id").textContent = p.program;
+  $("program-detail-owner").textContent = unionLabel(p.owner);
+  $("program-detail-status").replaceChildren(programBadge(p));
+  $("program-detail-created").textContent = formatTime(p.created_at);
+  show($("program-detail-closed-row"), Boolean(p.closed_at));
+  $("program-detail-closed").textContent = formatTime(p.closed_at);
+  const open = p.status === "open";
+  const manage = open && mayManage(p.owner);
+  show($("program-actions"), manage);
+  show($("program-readonly"), open && !manage);
+  const current = currentVersion(p);
+  $("program-versions").replaceChildren(
+    ...[...p.versions].reverse().map((v) => versionItem(v, current, p.owner)),
+  );
+}
+
+function versionItem(version, current, owner) {
+  let status = "past";
+  if (Date.parse(version.effective) > Date.now()) status = "scheduled";
+  else if (version === current) status = "current";
+  return h(
+    "li",
+    { class: "version", testid: `version-${version.version}` },
+    h(
+      "div",
+      { class: "version-head" },
+      h("strong", { text: t("program.version", { version: version.version }) }),
+      h("span", {
+        class: `badge ${status === "current" ? "active" : status === "scheduled" ? "pending" : ""}`,
+        testid: `version-status-${version.version}`,
+        text: t(`vstatus.${status}`),
+      }),
+      h("span", {
+        class: "version-when",
+        text: t("program.effective", { when: formatTime(version.effective) }),
+      }),
+    ),
+    rulesFacts(version.rules, owner, version.version),
+  );
+}
+
+// A version's rules in words: who, when, how often, how much, where.
+function rulesFacts(r, owner, version) {
+  const items = [];
+  const add = (key, name, value, wide = false) =>
+    items.push(
+      h(
+        "div",
+        { class: wide ? "wide" : null },
+        h("dt", { text: t(key) }),
+        h("dd", { testid: `rule-${name}-${version}` }, value),
+      ),
+    );
+  const and = t("rules.and");
+  add("rules.kind", "kind", t(`pkind.${r.kind}`));
+  const { from, until } = r.period;
+  add("rules.period", "period", t("rules.period-value", { from, until }));
+  add("rules.quota", "quota", t(`rules.quota-${r.quota.per}`, { count: r.quota.count }));
+  add("rules.unit-value", "unit-value", r.unit_value ? formatYuan(r.unit_value) : t("rules.free"));
+  const most = t("rules.max-quantity-value", { count: r.max_quantity });
+  add("rules.max-quantity", "max-quantity", most);
+  add("rules.budget", "budget", r.budget === null ? t("rules.no-budget") : formatYuan(r.budget));
+
+  const elig = r.eligibility ?? {};
+  const who = [];
+  if (elig.groups_any?.length) {
+    who.push(t("rules.groups", { groups: listText(elig.groups_any.map((g) => t(`group.${g}`))) }));
+  }
+  if (elig.min_tenure_days !== null && elig.min_tenure_days !== undefined) {
+    who.push(t("rules.tenure", { days: elig.min_tenure_days }));
+  }
+  if (elig.home_subtree) who.push(t("rules.home", { union: unionLabel(elig.home_subtree) }));
+  add(
+    "rules.eligibility",
+    "eligibility",
+    who.length ? who.join(and) : t("rules.everyone", { union: unionLabel(owner) }),
+    true,
+  );
+
+  const allocations = Object.entries(r.allocations ?? {});
+  if (allocations.length) {
+    const allocated = allocations.reduce((sum, [, fen]) => sum + fen, 0);
+    add(
+      "rules.allocations",
+      "allocations",
+      h(
+        "ul",
+        { class: "plain" },
+        ...allocations.map(([code, fen]) => {
+          const text = t("rules.allocation", { union: unionLabel(code), amount: formatYuan(fen) });
+          return h("li", { text });
+        }),
+        r.budget === null
+          ? null
+          : h("li", {
+              text: t("rules.unallocated", {
+                union: unionLabel(owner),
+                amount: formatYuan(r.budget - allocated),
+              }),
+            }),
+      ),
+      true,
+    );
+  } else {
+    add("rules.allocations", "allocations", t("rules.no-allocations"), true);
+  }
+
+  const where = r.where ?? {};
+  const places = [];
+  if (where.station_kinds?.length) {
+    const kinds = listText(where.station_kinds.map((k) => t(`skind.${k}`)));
+    places.push(t("rules.where-kinds", { kinds }));
+  }
+  if (where.stations?.length) {
+    places.push(t("rules.where-stations", { ids: listText(where.stations) }));
+  }
+  if (!places.length) places.push(t("rules.where-any"));
+  places.push(t("rules.where-subtree", { union: unionLabel(where.subtree ?? owner) }));
+  add("rules.where", "where", places.join(and), true);
+
+  const off = r.offline ?? {};
+  add(
+    "rules.offline",
+    "offline",
+    off.allowed
+      ? t("rules.offline-yes", {
+          count: off.per_member_per_day,
+          amount: formatYuan(off.station_daily_value ?? 0),
+        })
+      : t("rules.offline-no"),
+    true,
+  );
+  add(
+    "rules.no-stack",
+    "no-stack",
+    r.no_stack_with?.length
+      ? t("rules.no-stack-value", { ids: listText(r.no_stack_with) })
+      : t("rules.stacks"),
+    true,
+  );
+  return h("dl", { class: "facts rules" }, ...items);
+}
+
+// -- programs: the rules form (a new program, or its next version) -------------------------------
+
+let allocSerial = 0;
+
+function allocationRow(union = "", amount = "") {
+  const i = allocSerial++;
+  const row = h(
+    "div",
+    { class: "alloc-row", testid: `alloc-row-${i}` },
+    h(
+      "div",
+      { class: "field" },
+      h("label", {
+        for: `alloc-union-${i}`,
+        "data-i18n": "pform.alloc-union",
+        text: t("pform.alloc-union"),
+      }),
+      h("input", {
+        id: `alloc-union-${i}`,
+        testid: `alloc-union-${i}`,
+        class: "alloc-union",
+        list: "union-options",
+        autocomplete: "off",
+        spellcheck: "false",
+        maxlength: "32",
+        value: union,
+      }),
+    ),
+    h(
+      "div",
+      { class: "field" },
+      h("label", {
+        for: `alloc-amount-${i}`,
+        "data-i18n": "pform.alloc-amount",
+        text: t("pform.alloc-amount"),
+      }),
+      h("input", {
+        id: `alloc-amount-${i}`,
+        testid: `alloc-amount-${i}`,
+        class: "alloc-amount",
+        inputmode: "decimal",
+        autocomplete: "off",
+        maxlength: "16",
+        value: amount,
+      }),
+    ),
+    h("button", {
+      type: "button",
+      class: "button small",
+      testid: `alloc-remove-${i}`,
+      "data-i18n": "pform.alloc-remove",
+      text: t("pform.alloc-remove"),
+      onclick: () => row.remove(),
+    }),
+  );
+  return row;
+}
+
+function addAllocation() {
+  const row = allocationRow();
+  $("program-allocations").append(row);
+  row.querySelector("input").focus();
+}
+
+function syncProgramForm() {
+  const kind = $("program-form").querySelector("input[name=kind]:checked")?.value;
+  const targeted = kind === "targeted";
+  show($("program-eligibility"), targeted);
+  const offline = $("program-offline").checked;
+  for (const input of $("program-offline-limits").querySelectorAll("input")) {
+    input.disabled = !offline;
+  }
+}
+
+function fillProgramForm(rules) {
+  const r = rules ?? {};
+  const elig = r.eligibility ?? {};
+  $("program-name").value = r.name ?? "";
+  for (const radio of $("program-form").querySelectorAll("input[name=kind]")) {
+    radio.checked = radio.value === (r.kind ?? "universal");
+  }
+  fillCheckboxes($("program-groups"), GROUPS, {
+    name: "groups",
+    testid: "program-group",
+    labelKey: (g) => `group.${g}`,
+    checked: elig.groups_any ?? [],
+  });
+  $("program-tenure").value = elig.min_tenure_days ?? "";
+  $("program-home").value = elig.home_subtree ?? "";
+  $("program-from").value = r.period?.from ?? chinaToday();
+  $("program-until").value = r.period?.until ?? "";
+  $("program-quota-count").value = r.quota?.count ?? 1;
+  $("program-quota-per").value = r.quota?.per ?? "program";
+  $("program-unit-value").value = r.unit_value === undefined ? "" : fenToYuan(r.unit_value);
+  $("program-max-quantity").value = r.max_quantity ?? 1;
+  const budget = r.budget ?? null;
+  $("program-budget").value = budget === null ? "" : fenToYuan(budget);
+  allocSerial = 0;
+  $("program-allocations").replaceChildren(
+    ...Object.entries(r.allocations ?? {}).map(([code, fen]) =>
+      allocationRow(code, fenToYuan(fen)),
+    ),
+  );
+  fillCheckboxes($("program-station-kinds"), STATION_KINDS, {
+    name: "station_kinds",
+    testid: "program-skind",
+    labelKey: (k) => `skind.${k}`,
+    checked: r.where?.station_kinds ?? [],
+  });
+  $("program-stations").value = (r.where?.stations ?? []).join(" ");
+  $("program-where-subtree").value = r.where?.subtree ?? "";
+  $("program-offline").checked = Boolean(r.offline?.allowed);
+  $("program-offline-per-day").value = r.offline?.per_member_per_day || 1;
+  $("program-offline-daily").value = fenToYuan(r.offline?.station_daily_value ?? 0);
+  $("program-no-stack").value = (r.no_stack_with ?? []).join(" ");
+  $("program-effective").value = "";
+  syncProgramForm();
+}
+
+function renderProgramForm() {
+  const f = state.programForm;
+  if (!f) return;
+  const create = f.mode === "create";
+  $("program-form-title").textContent = create
+    ? t("pform.title-create")
+    : t("pform.title-revise", { id: f.program.program });
+  $("program-submit").textContent = create ? t("pform.submit-create") : t("pform.submit-revise");
+}
+
+function openProgramForm(mode, program = null) {
+  state.programForm = { mode, program };
+  const create = mode === "create";
+  $("program-form").reset();
+  show($("program-id-field"), create);
+  show($("program-owner-field"), create);
+  show($("program-effective-group"), !create);
+  $("program-id").value = "";
+  $("program-owner").value = create ? state.unionCode ?? session.me.scope : program.owner;
+  fillProgramForm(create ? null : program.versions[program.versions.length - 1].rules);
+  renderProgramForm();
+  dropDialogError($("program-dialog"));
+  $("program-dialog").showModal();
+  (create ? $("program-id") : $("program-name")).focus();
+}
+
+// The form as a rules document (ledger/programs.py), or a FormProblem in plain words.
+function readProgramForm() {
+  const create = state.programForm.mode === "create";
+  const program = $("program-id").value.trim();
+  const owner = $("program-owner").value.trim();
+  const name = $("program-name").value.trim();
+  const from = $("program-from").value;
+  const until = $("program-until").value;
+  const count = $("program-quota-count").value.trim();
+  const unit = $("program-unit-value").value.trim();
+  requireFields([
+    ...(create ? [[program, "field.program"], [owner, "field.owner"]] : []),
+    [name, "field.rule-name"],
+    [from, "field.from"],
+    [until, "field.until-day"],
+    [count, "field.quota-count"],
+    [unit, "field.unit-value"],
+  ]);
+  if (create && !ID_RE.test(program)) throw new FormProblem("why.program-id");
+  if (create && !ID_RE.test(owner)) {
+    throw new FormProblem("pform.bad-union", { field: t("field.owner") });
+  }
+  if (until < from) throw new FormProblem("why.period-order");
+  const ownerCode = create ? owner : state.programForm.program.owner;
+
+  const kind = $("program-form").querySelector("input[name=kind]:checked")?.value ?? "universal";
+  let eligibility = { groups_any: [], min_tenure_days: null, home_subtree: null };
+  if (kind === "targeted") {
+    const tenure = $("program-tenure").value.trim();
+    eligibility = {
+      groups_any: checkedValues($("program-groups")),
+      min_tenure_days: tenure === "" ? null : wholeNumber(tenure, "field.tenure", 0, 36500),
+      home_subtree: unionCodeField($("program-home").value, "field.home"),
+    };
+    const { groups_any: groups, min_tenure_days: days, home_subtree: home } = eligibility;
+    if (!groups.length && !days && !home) throw new FormProblem("why.targeted-needs-rule");
+  }
+
+  const budgetText = $("program-budget").value.trim();
+  const budget = budgetText === "" ? null : moneyField(budgetText, "field.budget");
+  const allocations = {};
+  for (const row of $("program-allocations").querySelectorAll(".alloc-row")) {
+    const code = row.querySelector(".alloc-union").value.trim();
+    const amount = row.querySelector(".alloc-amount").value.trim();
+    if (!code && !amount) continue; // an empty row: ignored
+    if (!code || !amount) throw new FormProblem("pform.alloc-incomplete");
+    if (!ID_RE.test(code)) {
+      throw new FormProblem("pform.bad-union", { field: t("field.allocations") });
+    }
+    if (code in allocations) {
+      throw new FormProblem("pform.alloc-twice", { union: unionLabel(code) });
+    }
+    if (code === ownerCode) throw new FormProblem("why.allocation-to-owner");
+    allocations[code] = moneyField(amount, "field.allocations");
+  }
+  const allocated = Object.values(allocations).reduce((a, b) => a + b, 0);
+  if (allocated && budget === null) throw new FormProblem("why.allocations-need-budget");
+  if (budget !== null && allocated > budget) {
+    throw new FormProblem("pform.alloc-exceed", {
+      allocated: formatYuan(allocated),
+      budget: formatYuan(budget),
+    });
+  }
+
+  const offline = $("program-offline").checked;
+  let perDay = 0;
+  let daily = 0;
+  if (offline) {
+    const perDayText = $("program-offline-per-day").value.trim();
+    requireFields([[perDayText, "field.offline-per-day"]]);
+    perDay = wholeNumber(perDayText, "field.offline-per-day", 1, MAX_COUNT);
+    const dailyText = $("program-offline-daily").value.trim();
+    daily = dailyText === "" ? 0 : moneyField(dailyText, "field.offline-daily");
+  }
+  const noStack = idList($("program-no-stack").value, "field.no-stack");
+  const self = create ? program : state.programForm.program.program;
+  if (noStack.includes(self)) throw new FormProblem("why.self-stack");
+
+  let effective = null;
+  const when = $("program-effective").value;
+  if (!create && when) {
+    const at = new Date(when);
+    if (Number.isNaN(at.getTime())) throw new FormProblem("why.effective-past");
+    if (at.getTime() < Date.now() - 60_000) throw new FormProblem("why.effective-past");
+    effective = at.toISOString();
+  }
+
+  const rules = {
+    name,
+    kind,
+    eligibility,
+    period: { from, until },
+    quota: {
+      count: wholeNumber(count, "field.quota-count", 1, MAX_COUNT),
+      per: $("program-quota-per").value,
+    },
+    unit_value: moneyField(unit, "field.unit-value"),
+    max_quantity: wholeNumber(
+      $("program-max-quantity").value.trim() || "1",
+      "field.max-quantity",
+      1,
+      MAX_COUNT,
+    ),
+    budget,
+    allocations,
+    where: {
+      stations: idList($("program-stations").value, "field.stations"),
+      station_kinds: checkedValues($("program-station-kinds")),
+      subtree: unionCodeField($("program-where-subtree").value, "field.where-subtree"),
+    },
+    offline: { allowed: offline, per_member_per_day: perDay, station_daily_value: daily },
+    no_stack_with: noStack,
+  };
+  return { program, owner, rules, effective };
+}
+
+async function submitProgram(event) {
+  event.preventDefault();
+  let read;
+  try {
+    read = readProgramForm();
+  } catch (error) {
+    if (!(error instanceof FormProblem)) throw error;
+    showError(error.key, error.params);
+    return;
+  }
+  const { mode, program } = state.programForm;
+  await busy($("program-submit"), async () => {
+    try {
+      let saved;
+      if (mode === "create") {
+        const body = { program: read.program, owner: read.owner, rules: read.rules };
+        saved = await api("POST", "/v1/programs", { body });
+      } else {
+        const body = { rules: read.rules, effective: read.effective };
+        saved = await api("POST", `/v1/programs/${enc(program.program)}/versions`, { body });
+      }
+      $("program-dialog").close();
+      const latest = saved.versions[saved.versions.length - 1];
+      showNotice(mode === "create" ? "programs.created" : "program.revised", {
+        id: saved.program,
+        version: latest.version,
+      });
+      state.program = saved;
+      renderProgram();
+      $("program-detail-name").focus();
+      await loadPrograms();
+    } catch (error) {
+      report(error);
+    }
+  });
+}
+
+async function finishProgram() {
+  const p = state.program;
+  if (!p) return;
+  if (!(await confirmAction("program-close", { id: p.program, name: p.name }))) return;
+  await busy($("program-close"), async () => {
+    try {
+      await api("POST", `/v1/programs/${enc(p.program)}/close`);
+      showNotice("program.closed-done", { id: p.program });
+      state.program = await api("GET", `/v1/programs/${enc(p.program)}`);
+      renderProgram();
+      await loadPrograms();
+    } catch (error) {
+      report(error);
+    }
+  });
+}
+
+// -- stations: the list ------------------------------------------------------------------------
+
+async function loadStations({ more = false } = {}) {
+  const seq = ++state.stationsSeq;
+  const union = state.unionCode;
+  const params = new URLSearchParams({ union, limit: String(STATION_PAGE) });
+  const kind = $("station-filter-kind").value;
+  const status = $("station-filter-status").value;
+  if (kind) params.set("kind", kind);
+  if (status) params.set("status", status);
+  if (more && state.stationsNext) params.set("after", state.stationsNext);
+  try {
+    const page = await api("GET", `/v1/stations?${params}`);
+    if (seq !== state.stationsSeq || union !== state.unionCode) return;
+    state.stations = more ? [...state.stations, ...page.items] : page.items;
+    state.stationsNext = page.next;
+    state.stationsLoaded = true;
+    renderStations();
+  } catch (error) {
+    if (seq === state.stationsSeq) report(error);
+  }
+}
+
+function renderStationFilters() {
+  const all = { allLabel: t("filter.all") };
+  fillSelect($("station-filter-kind"), STATION_KINDS, (k) => t(`skind.${k}`), all);
+  fillSelect($("station-filter-status"), STATION_STATUSES, (s) => t(`sstatus.${s}`), all);
+  fillSelect($("station-kind"), STATION_KINDS, (k) => t(`skind.${k}`));
+}
+
+function spansText(spans) {
+  if (!spans.length) return t("hours.closed");
+  return listText(spans.map(([start, end]) => `${start}–${end}`));
+}
+
+// "周一至周五 08:00–20:00；周六 09:00–12:00、13:00–17:00；周日 休息"
+function hoursSummary(hours) {
+  if (!hours) return t("hours.always");
+  const runs = [];
+  for (const day of DAYS) {
+    const spans = hours[day] ?? [];
+    const key = JSON.stringify(spans);
+    const last = runs[runs.length - 1];
+    if (last && last.key === key) last.to = day;
+    else runs.push({ key, from: day, to: day, spans });
+  }
+  return runs
+    .map((run) => {
+      const days =
+        run.from === run.to
+          ? t(`day.${run.from}`)
+          : t("hours.day-range", { from: t(`day.${run.from}`), to: t(`day.${run.to}`) });
+      return `${days} ${spansText(run.spans)}`;
+    })
+    .join(t("hours.separator"));
+}
+
+function stationBadge(row, testid) {
+  return h("span", {
+    class: `badge ${row.status}`,
+    testid,
+    text: t(`sstatus.${row.status}`),
+  });
+}
+
+function renderStations() {
+  const rows = state.stations.map((s) =>
+    h(
+      "tr",
+      {
+        testid: `station-row-${s.station_id}`,
+        class: s.station_id === state.station?.row.station_id ? "highlight" : null,
+      },
+      h(
+        "td",
+        { "data-label": t("stations.col-id") },
+        h("button", {
+          type: "button",
+          class: "link-button mono",
+          testid: `station-open-${s.station_id}`,
+          "aria-label": t("stations.open", { id: s.station_id }),
+          text: s.station_id,
+          onclick: () => loadStation(s.station_id, { focus: true }),
+        }),
+      ),
+      h("td", { "data-label": t("stations.col-name"), text: s.name }),
+      h("td", { "data-label": t("stations.col-kind"), text: t(`skind.${s.kind}`) }),
+      h(
+        "td",
+        { "data-label": t("stations.col-union") },
+        h("span", { class: "union-cell" }, state.unionNames.get(s.union) ?? "",
+          h("small", { class: "mono", text: s.union })),
+      ),
+      h("td", {
+        "data-label": t("stations.col-hours"),
+        testid: `station-hours-${s.station_id}`,
+        text: hoursSummary(s.hours),
+      }),
+      h(
+        "td",
+        { "data-label": t("stations.col-status") },
+        stationBadge(s, `station-status-${s.station_id}`),
+      ),
+    ),
+  );
+  $("stations-body").replaceChildren(...rows);
+  show($("stations-empty"), state.stationsLoaded && rows.length === 0);
+  show($("stations-more"), Boolean(state.stationsNext));
+}
+
+// -- stations: one station and its device keys --------------------------------------------------
+
+async function loadStation(id, { focus = false } = {}) {
+  const seq = ++state.stationSeq;
+  const base = `/v1/stations/${enc(id)}`;
+  try {
+    const [row, keyRows] = await Promise.all([api("GET", base), api("GET", `${base}/keys`)]);
+    if (seq !== state.stationSeq) return;
+    state.station = { row, keys: keyRows };
+    renderStation();
+    renderStations();
+    if (focus) $("station-detail-name").focus();
+  } catch (error) {
+    if (seq === state.stationSeq) report(error);
+  }
+}
+
+function closeStation() {
+  state.stationSeq += 1;
+  state.station = null;
+  renderStation();
+  if (state.stations.length) renderStations();
+}
+
+function canGenerateKeys() {
+  return Boolean(window.isSecureContext && globalThis.crypto?.subtle?.generateKey);
+}
+
+function renderStation() {
+  const data = state.station;
+  show($("station-detail"), Boolean(data) && state.view === "stations");
+  if (!data) return;
+  const { row } = data;
+  const active = row.status === "active";
+  $("station-detail-name").textContent = row.name;
+  $("station-detail-id").textContent = row.station_id;
+  $("station-detail-kind").textContent = t(`skind.${row.kind}`);
+  $("station-detail-union").textContent = unionLabel(row.union);
+  $("station-detail-status").replaceChildren(stationBadge(row, "station-detail-status-badge"));
+  $("station-detail-location").textContent = row.location || t("common.none");
+  $("station-detail-coordinates").textContent =
+    row.lat === null ? t("common.none") : `${row.lat}, ${row.lon}`;
+  $("station-detail-updated").textContent = formatTime(row.closed_at ?? row.updated_at);
+  $("station-detail-hours").replaceChildren(
+    ...(row.hours === null
+      ? [h("div", { class: "wide" }, h("dt", { text: t("hours.always") }), h("dd", {}))]
+      : DAYS.map((day) =>
+          h(
+            "div",
+            {},
+            h("dt", { text: t(`day.${day}`) }),
+            h("dd", { testid: `station-day-${day}`, text: spansText(row.hours[day] ?? []) }),
+          ),
+        )),
+  );
+  show($("station-actions"), active);
+  show($("key-register"), active);
+  const generate = canGenerateKeys();
+  $("key-generate").disabled = !generate;
+  show($("key-generate-unavailable"), !generate);
+
+  $("station-keys-body").replaceChildren(
+    ...data.keys.map((k) => {
+      const revoked = k.revoked_at !== null;
+      return h(
+        "tr",
+        { testid: `key-row-${k.kid}` },
+        h("td", { class: "mono kid", "data-label": t("keys.col-kid"), text: k.kid }),
+        h("td", {
+          class: "nowrap",
+          "data-label": t("keys.col-registered"),
+          text: formatTime(k.registered_at),
+        }),
+        h(
+          "td",
+          { "data-label": t("keys.col-status"), testid: `key-status-${k.kid}` },
+          h("span", {
+            class: `badge ${revoked ? "closed" : "active"}`,
+            text: t(revoked ? "keys.revoked-badge" : "keys.valid"),
+          }),
+          revoked
+            ? h("small", {
+                class: "key-why",
+                text: t("keys.revoked-at", {
+                  when: formatTime(k.revoked_at),
+                  reason: k.revoke_reason ?? "",
+                }),
+              })
+            : null,
+        ),
+        h(
+          "td",
+          { "data-label": t("keys.col-actions") },
+          !revoked && active
+            ? h("button", {
+                type: "button",
+                class: "button small danger",
+                testid: `key-revoke-${k.kid}`,
+                "aria-label": t("keys.revoke-label", { kid: k.kid }),
+                text: t("keys.revoke"),
+                onclick: () => openRevoke(k.kid),
+              })
+            : null,
+        ),
+      );
+    }),
+  );
+  show($("station-keys-empty"), data.keys.length === 0);
+}
+
+// -- stations: the form (register, or change name, place and hours) -----------------------------
+
+const START_RE = /^(?:[01][0-9]|2[0-3]):[0-5][0-9]$/;
+const END_RE = /^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$/;
+const DEFAULT_SPAN = ["08:00", "20:00"];
+
+function minutes(hhmm) {
+  return Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3));
+}
+
+function normaliseTime(text) {
+  const match = String(text).trim().replace("：", ":").match(/^(\d{1,2}):(\d{2})$/);
+  return match ? `${match[1].padStart(2, "0")}:${match[2]}` : null;
+}
+
+// The editor's intervals as typed: { mon: [[start, end], ...], ... }.
+function readHoursRaw() {
+  const raw = {};
+  for (const day of DAYS) {
+    raw[day] = [...$("hours-days").querySelectorAll(`[data-day="${day}"] .span-edit`)].map((el) => [
+      el.querySelector(".span-start").value,
+      el.querySelector(".span-end").value,
+    ]);
+  }
+  return raw;
+}
+
+function renderHoursEditor(raw) {
+  $("hours-days").replaceChildren(...DAYS.map((day) => dayEditor(day, raw[day] ?? [])));
+}
+
+function dayEditor(day, spans) {
+  const dayName = t(`day.${day}`);
+  const edit = (change, focusIndex = null) => {
+    const raw = readHoursRaw();
+    change(raw[day]);
+    renderHoursEditor(raw);
+    if (focusIndex !== null) $(`hours-${day}-start-${focusIndex}`)?.focus();
+    else $(`hours-${day}-add`)?.focus();
+  };
+  return h(
+    "div",
+    { class: "day-row", "data-day": day, testid: `hours-${day}` },
+    h("span", { class: "day-name", text: dayName }),
+    h(
+      "div",
+      { class: "spans" },
+      spans.length
+        ? spans.map(([start, end], i) =>
+            h(
+              "span",
+              { class: "span-edit" },
+              h("input", {
+                id: `hours-${day}-start-${i}`,
+                class: "span-start",
+                testid: `hours-${day}-start-${i}`,
+                value: start,
+                inputmode: "numeric",
+                maxlength: "5",
+                placeholder: "08:00",
+                autocomplete: "off",
+                "aria-label": t("sform.span-start", { day: dayName, n: i + 1 }),
+              }),
+              h("span", { "aria-hidden": "true", text: "–" }),
+              h("input", {
+                class: "span-end",
+                testid: `hours-${day}-end-${i}`,
+                value: end,
+                inputmode: "numeric",
+                maxlength: "5",
+                placeholder: "20:00",
+                autocomplete: "off",
+                "aria-label": t("sform.span-end", { day: dayName, n: i + 1 }),
+              }),
+              h("button", {
+                type: "button",
+                class: "button small",
+                testid: `hours-${day}-remove-${i}`,
+                "aria-label": t("sform.span-remove", { day: dayName, n: i + 1 }),
+                text: "×",
+                onclick: () => edit((list) => list.splice(i, 1)),
+              }),
+            ),
+          )
+        : h("span", { class: "closed-day", text: t("hours.closed") }),
+    ),
+    h("button", {
+      type: "button",
+      class: "button small",
+      id: `hours-${day}-add`,
+      testid: `hours-${day}-add`,
+      "aria-label": t("sform.span-add-label", { day: dayName }),
+      text: t("sform.span-add"),
+      disabled: spans.length >= MAX_INTERVALS,
+      onclick: () =>
+        edit((list) => list.push(list.length ? ["", ""] : [...DEFAULT_SPAN]), spans.length),
+    }),
+  );
+}
+
+function copyMondayToWeekdays() {
+  const raw = readHoursRaw();
+  for (const day of DAYS.slice(1, 5)) raw[day] = raw.mon.map((span) => [...span]);
+  renderHoursEditor(raw);
+}
+
+function syncStationForm() {
+  show($("hours-editor"), !$("station-always-open").checked);
+}
+
+// The schedule of the editor (null: always open), or a FormProblem in plain words.
+function readHours() {
+  if ($("station-always-open").checked) return null;
+  const raw = readHoursRaw();
+  const hours = {};
+  for (const day of DAYS) {
+    const dayName = t(`day.${day}`);
+    const spans = [];
+    for (const [a, b] of raw[day]) {
+      if (!a.trim() && !b.trim()) continue; // an empty interval: ignored
+      const start = normaliseTime(a);
+      const end = normaliseTime(b);
+      if (!start || !START_RE.test(start)) {
+        throw new FormProblem("sform.bad-start", { day: dayName, time: a.trim() });
+      }
+      if (!end || !END_RE.test(end)) {
+        throw new FormProblem("sform.bad-end", { day: dayName, time: b.trim() });
+      }
+      if (minutes(end) <= minutes(start)) {
+        throw new FormProblem("sform.span-backwards", { day: dayName, start, end });
+      }
+      spans.push([start, end]);
+    }
+    spans.sort((x, y) => minutes(x[0]) - minutes(y[0]));
+    for (let i = 1; i < spans.length; i += 1) {
+      if (minutes(spans[i][0]) <= minutes(spans[i - 1][1])) {
+        throw new FormProblem("sform.span-overlap", { day: dayName });
+      }
+    }
+    hours[day] = spans;
+  }
+  return hours;
+}
+
+function readCoordinates() {
+  const lat = $("station-lat").value.trim();
+  const lon = $("station-lon").value.trim();
+  if (!lat && !lon) return [null, null];
+  if (!lat || !lon) throw new FormProblem("sform.coordinates-pair");
+  for (const [value, limit] of [[lat, 90], [lon, 180]]) {
+    if (!DEGREES_RE.test(value) || Math.abs(Number(value)) > limit) {
+      throw new FormProblem("why.coordinates");
+    }
+  }
+  return [lat, lon];
+}
+
+function readStationForm() {
+  const { mode, row } = state.stationForm;
+  const name = $("station-name").value.trim();
+  const location = $("station-location").value.trim();
+  if (mode === "create") {
+    const stationId = $("station-id").value.trim();
+    const union = $("station-union").value.trim();
+    requireFields([
+      [stationId, "field.station_id"],
+      [name, "field.station-name"],
+      [union, "field.union"],
+    ]);
+    if (!ID_RE.test(stationId)) throw new FormProblem("why.station-id");
+    const [lat, lon] = readCoordinates();
+    return {
+      station_id: stationId,
+      name,
+      kind: $("station-kind").value,
+      union,
+      location,
+      lat,
+      lon,
+      hours: readHours(),
+    };
+  }
+  requireFields([[name, "field.station-name"]]);
+  const [lat, lon] = readCoordinates();
+  const hours = readHours();
+  const changes = {};
+  if (name !== row.name) changes.name = name;
+  if (location !== row.location) changes.location = location;
+  if (lat !== row.lat || lon !== row.lon) Object.assign(changes, { lat, lon });
+  if (JSON.stringify(hours) !== JSON.stringify(row.hours)) changes.hours = hours;
+  return changes;
+}
+
+function renderStationForm() {
+  const f = state.stationForm;
+  if (!f) return;
+  const create = f.mode === "create";
+  $("station-form-title").textContent = create
+    ? t("sform.title-create")
+    : t("sform.title-edit", { name: f.row.name });
+  $("station-submit").textContent = create ? t("sform.submit-create") : t("sform.submit-edit");
+}
+
+function openStationForm(mode) {
+  const row = mode === "edit" ? state.station?.row : null;
+  if (mode === "edit" && !row) return;
+  state.stationForm = { mode, row };
+  $("station-form").reset();
+  renderStationFilters();
+  $("station-id").value = row?.station_id ?? "";
+  $("station-kind").value = row?.kind ?? "union_station";
+  $("station-union").value = row?.union ?? state.unionCode ?? session.me.scope;
+  for (const id of ["station-id", "station-kind", "station-union"]) $(id).disabled = Boolean(row);
+  $("station-name").value = row?.name ?? "";
+  $("station-location").value = row?.location ?? "";
+  $("station-lat").value = row?.lat ?? "";
+  $("station-lon").value = row?.lon ?? "";
+  $("station-always-open").checked = Boolean(row) && row.hours === null;
+  const everyDay = Object.fromEntries(DAYS.map((day) => [day, [[...DEFAULT_SPAN]]]));
+  renderHoursEditor(row?.hours ?? everyDay);
+  syncStationForm();
+  renderStationForm();
+  dropDialogError($("station-dialog"));
+  $("station-dialog").showModal();
+  (row ? $("station-name") : $("station-id")).focus();
+}
+
+async function submitStation(event) {
+  event.preventDefault();
+  const { mode, row } = state.stationForm;
+  let body;
+  try {
+    body = readStationForm();
+  } catch (error) {
+    if (!(error instanceof FormProblem)) throw error;
+    showError(error.key, error.params);
+    return;
+  }
+  if (mode === "edit" && Object.keys(body).length === 0) {
+    showError("sform.no-changes");
+    return;
+  }
+  await busy($("station-submit"), async () => {
+    try {
+      const saved =
+        mode === "create"
+          ? await api("POST", "/v1/stations", { body })
+          : await api("PATCH", `/v1/stations/${enc(row.station_id)}`, { body });
+      $("station-dialog").close();
+      showNotice(mode === "create" ? "stations.registered" : "stations.updated", {
+        id: saved.station_id,
+        name: saved.name,
+      });
+      await Promise.all([loadStation(saved.station_id, { focus: true }), loadStations()]);
+    } catch (error) {
+      report(error);
+    }
+  });
+}
+
+async function shutStation() {
+  const row = state.station?.row;
+  if (!row) return;
+  if (!(await confirmAction("station-close", { id: row.station_id, name: row.name }))) return;
+  await busy($("station-close"), async () => {
+    try {
+      await api("POST", `/v1/stations/${enc(row.station_id)}/close`);
+      showNotice("station.closed-done", { id: row.station_id, name: row.name });
+      await Promise.all([loadStation(row.station_id), loadStations()]);
+    } catch (error) {
+      report(error);
+    }
+  });
+}
+
+// -- stations: device keys ---------------------------------------------------------------------
+
+async function registerKey(jwk, button) {
+  const station = state.station.row.station_id;
+  const key = await busy(button, () =>
+    api("POST", `/v1/stations/${enc(station)}/keys`, { body: { jwk } }),
+  );
+  await loadStation(station);
+  return key;
+}
+
+// A pasted public JWK: only kty, crv and x go to the server (a private key never does).
+async function submitKey(event) {
+  event.preventDefault();
+  const box = $("key-jwk");
+  const text = box.value.trim();
+  if (!text) {
+    showError("common.required", { fields: t("field.jwk") });
+    return;
+  }
+  let jwk;
+  try {
+    jwk = JSON.parse(text);
+  } catch {
+    showError("keys.not-json");
+    return;
+  }
+  if (!jwk || typeof jwk !== "object" || Array.isArray(jwk)) {
+    showError("keys.not-ed25519");
+    return;
+  }
+  if ("d" in jwk) {
+    box.value = ""; // a private key: not kept on the page, never sent
+    showError("keys.private-pasted");
+    return;
+  }
+  if (jwk.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.x !== "string") {
+    showError("keys.not-ed25519");
+    return;
+  }
+  try {
+    const key = await registerKey({ kty: "OKP", crv: "Ed25519", x: jwk.x }, $("key-submit"));
+    box.value = "";
+    showNotice("keys.registered", { kid: key.kid });
+  } catch (error) {
+    report(error);
+  }
+}
+
+// A key pair made here, for a device that cannot make its own. The private key must be
+// extractable to be handed over: it is shown once, never stored, and forgotten when its dialog
+// closes. It is shown only once its public key is on the ledger.
+async function generateKey() {
+  const button = $("key-generate");
+  if (!canGenerateKeys()) {
+    showError("keys.generate-unavailable");
+    return;
+  }
+  let privateJwk;
+  let publicJwk;
+  try {
+    const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+    [privateJwk, publicJwk] = await Promise.all([
+      crypto.subtle.exportKey("jwk", pair.privateKey),
+      crypto.subtle.exportKey("jwk", pair.publicKey),
+    ]);
+  } catch {
+    showError("keys.generate-unavailable");
+    return;
+  }
+  const station = state.station.row.station_id;
+  try {
+    const key = await registerKey({ kty: "OKP", crv: "Ed25519", x: publicJwk.x }, button);
+    showNotice("keys.generated", { kid: key.kid });
+    showPrivateKey(station, key.kid, {
+      kty: "OKP",
+      crv: "Ed25519",
+      kid: key.kid,
+      x: privateJwk.x,
+      d: privateJwk.d,
+    });
+  } catch (error) {
+    report(error); // the private key is dropped: its public half is not on the ledger
+  }
+}
+
+function showPrivateKey(station, kid, jwk) {
+  const text = JSON.stringify(jwk, null, 2);
+  $("private-key-kid").textContent = t("private.kid", { station, kid });
+  $("private-key-jwk").value = text;
+  const url = URL.createObjectURL(new Blob([`${text}\n`], { type: "application/jwk+json" }));
+  state.privateKeyUrl = { url, name: `${station}-${kid.slice(0, 8)}.private.jwk.json` };
+  $("private-key-dialog").showModal();
+  $("private-key-jwk").focus();
+  $("private-key-jwk").select();
+}
+
+function downloadPrivateKey() {
+  const file = state.privateKeyUrl;
+  if (!file) return;
+  const link = h("a", { href: file.url, download: file.name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+function forgetPrivateKey() {
+  $("private-key-jwk").value = "";
+  $("private-key-kid").textContent = "";
+  if (state.privateKeyUrl) URL.revokeObjectURL(state.privateKeyUrl.url);
+  state.privateKeyUrl = null;
+}
+
+function renderRevoke() {
+  if (!state.revokeKid || !state.station) return;
+  $("revoke-text").textContent = t("revoke.text", {
+    kid: state.revokeKid,
+    name: state.station.row.name,
+  });
+  $("revoke-reasons").replaceChildren(
+    ...REVOKE_REASONS.map((key) => h("option", { value: t(key) })),
+  );
+}
+
+function openRevoke(kid) {
+  state.revokeKid = kid;
+  $("revoke-form").reset();
+  renderRevoke();
+  dropDialogError($("revoke-dialog"));
+  $("revoke-dialog").showModal();
+  $("revoke-reason").focus();
+}
+
+async function submitRevoke(event) {
+  event.preventDefault();
+  const reason = $("revoke-reason").value.trim();
+  if (!reason) {
+    showError("common.required", { fields: t("field.reason") });
+    return;
+  }
+  const station = state.station.row.station_id;
+  const kid = state.revokeKid;
+  await busy($("revoke-submit"), async () => {
+    try {
+      await api("POST", `/v1/stations/${enc(station)}/keys/${enc(kid)}/revoke`, {
+        body: { reason },
+      });
+      $("revoke-dialog").close();
+      showNotice("keys.revoked", { kid });
+      await loadStation(station);
+    } catch (error) {
+      report(error);
+    }
+  });
+}
+
+// An error shown in a dialog goes with it.
+function dropDialogError(dialog) {
+  if (shownError && dialog.contains(shownError.target)) {
+    shownError = null;
+    renderMessages();
+  }
+}
+
 // -- wiring ------------------------------------------------------------------------------------
 
 function renderAll() {
   renderFilters();
   renderEnrolGroups();
+  renderProgramFilters();
+  renderStationFilters();
   renderWhoami();
   if (state.union || state.unionMissing) renderUnion();
   renderMember();
+  renderPrograms();
+  renderProgram();
+  renderProgramForm();
+  renderStations();
+  renderStation();
+  renderStationForm();
+  if ($("station-dialog").open) renderHoursEditor(readHoursRaw());
+  renderRevoke();
   renderMessages();
 }
 
@@ -1167,6 +2647,8 @@ async function start() {
   applyStaticTranslations();
   renderFilters();
   renderEnrolGroups();
+  renderProgramFilters();
+  renderStationFilters();
 
   $("lang-switch").addEventListener("click", () => setLanguage(lang === "en" ? "zh-CN" : "en"));
   $("login-form").addEventListener("submit", login);
@@ -1196,6 +2678,45 @@ async function start() {
   $("rejoin-form").addEventListener("submit", rejoin);
   $("member-leave").addEventListener("click", leave);
   $("member-erase").addEventListener("click", erase);
+
+  // Programs
+  $("program-filter").addEventListener("change", () => loadPrograms());
+  $("program-filter").addEventListener("submit", (e) => e.preventDefault());
+  $("program-new").addEventListener("click", () => openProgramForm("create"));
+  $("program-detail-close").addEventListener("click", closeProgram);
+  $("program-revise").addEventListener("click", () => openProgramForm("revise", state.program));
+  $("program-close").addEventListener("click", finishProgram);
+  $("program-form").addEventListener("submit", submitProgram);
+  $("program-form").addEventListener("change", syncProgramForm);
+  $("program-alloc-add").addEventListener("click", addAllocation);
+  $("program-cancel").addEventListener("click", () => $("program-dialog").close());
+
+  // Stations
+  $("station-filter").addEventListener("change", () => loadStations());
+  $("station-filter").addEventListener("submit", (e) => e.preventDefault());
+  $("stations-more").addEventListener("click", () => loadStations({ more: true }));
+  $("station-new").addEventListener("click", () => openStationForm("create"));
+  $("station-detail-close").addEventListener("click", closeStation);
+  $("station-edit").addEventListener("click", () => openStationForm("edit"));
+  $("station-close").addEventListener("click", shutStation);
+  $("station-form").addEventListener("submit", submitStation);
+  $("station-always-open").addEventListener("change", syncStationForm);
+  $("hours-copy-weekdays").addEventListener("click", copyMondayToWeekdays);
+  $("station-cancel").addEventListener("click", () => $("station-dialog").close());
+  $("key-form").addEventListener("submit", submitKey);
+  $("key-generate").addEventListener("click", generateKey);
+  $("revoke-form").addEventListener("submit", submitRevoke);
+  $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
+  $("private-key-download").addEventListener("click", downloadPrivateKey);
+  $("private-key-done").addEventListener("click", () => {
+    forgetPrivateKey();
+    $("private-key-dialog").close();
+  });
+  $("private-key-dialog").addEventListener("cancel", (e) => e.preventDefault()); // say "saved"
+  $("private-key-dialog").addEventListener("close", forgetPrivateKey);
+  for (const id of ["program-dialog", "station-dialog", "revoke-dialog"]) {
+    $(id).addEventListener("close", () => dropDialogError($(id)));
+  }
   window.addEventListener("hashchange", () => route());
 
   show($("loading"), false);

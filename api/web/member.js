@@ -1,6 +1,8 @@
 // UnionLedger member app: join a union, log in with a one-time code, see the membership and
-// show the rotating station QR code. Plain ES modules; the third-party code (CBOR, base45, QR
-// model) is vendored in /static/vendor/ (see its README.md).
+// show the rotating station QR code; see the benefits the member may redeem now and the
+// redemptions made, each with its receipt, verified here against the log's pinned public key
+// (receipt.js). Plain ES modules; the third-party code (CBOR, base45, QR model) is vendored in
+// /static/vendor/ (see its README.md).
 //
 // The station QR (verifier/credential.py, docs/credentials.md) is
 //   "UL1:" + base45([credential, proof time, holder signature, disclosure...])
@@ -16,12 +18,19 @@
 //   membership as last read, and the refresh token (a session ends 12 hours after login; the QR
 //   code does not need one). The access token lives in this module's memory only.
 // - Group disclosures are chosen per presentation, default none; the choice is not stored.
+//   "Show the QR code for this program" chooses one group of the program's rule that the
+//   member has (any one of `groups_any` is enough), and never more.
+// - The benefits (entitlements, redemptions and their receipts) are kept in IndexedDB for
+//   offline display, with the time they were read. The log's public key is pinned the first
+//   time the app sees it (trust on first use) and kept across sign-outs: receipts verify
+//   against it only, never against a key the server serves later.
 // - Every text from the server is put in the page with textContent, never as HTML. The page
 //   runs under a Content-Security-Policy without 'unsafe-inline'.
 
 import { decode as cborDecode, encode as cborEncode } from "/static/vendor/cbor.js";
 import { encode as base45Encode } from "/static/vendor/base45.js";
 import { qrcode } from "/static/vendor/qrcode.js";
+import * as receipts from "/static/receipt.js";
 
 export const PREFIX = "UL1:";
 export const HOLDER_PROOF_CONTEXT = "unionledger/station-qr/v1 holder proof";
@@ -37,6 +46,8 @@ const LANG_KEY = "unionledger.member.lang"; // localStorage: the language only
 const DB_NAME = "unionledger-member";
 const DB_STORE = "state";
 const SENSITIVE_GROUPS = ["hardship"];
+const HISTORY_LIMIT = 50; // the redemptions listed (newest first)
+const CHINA_TZ = "Asia/Shanghai"; // times of redemptions and renewals: China time (UTC+8)
 const LOC_PREFIXES = ["body", "query", "path", "person"];
 const CLAIM_EXP = 4;
 const CLAIM_IAT = 6;
@@ -395,6 +406,7 @@ function setOffline(value) {
   if (offline === value) return;
   offline = value;
   renderOffline();
+  if (state.view === "member") renderBenefits(); // "as of" says whether it is a saved copy
 }
 
 function renderOffline() {
@@ -519,6 +531,14 @@ const state = {
   qr: { time: null, drawing: false, dirty: true },
   join: { code: null, target: null, result: null, phone: "" },
   unsupported: false,
+  // { member_id, entitlements, programs: { id: { version, groups_any } | null }, history,
+  //   fetched_at }: the benefits as last read (the API's answers), kept for offline display
+  benefits: null,
+  logKeyRecord: null, // { text, pinned_at }: the pinned log key as stored (never replaced unasked)
+  logKey: null, // the pinned key, parsed (receipts.parseVerifierKey) with its pinned_at
+  logKeyOffered: null, // the key the server serves now when it is not the pinned one
+  verifications: new Map(), // redemption id -> { status: busy | ok | bad, code, params, receipt }
+  program: null, // the program the QR code is shown for: { id, name, missing, unknown }
 };
 
 function parseCredential(doc) {
@@ -532,13 +552,17 @@ function parseCredential(doc) {
 }
 
 async function loadStored() {
-  const [profile, stored, sessionRow, key] = await Promise.all([
+  const [profile, stored, sessionRow, key, benefits, logKey] = await Promise.all([
     dbGet("profile"),
     dbGet("credential"),
     dbGet("session"),
     holderKey({ create: false }),
+    dbGet("benefits"),
+    dbGet("log-key"),
   ]);
   state.profile = profile ?? null;
+  state.benefits = benefits ?? null;
+  await loadLogKey(logKey);
   state.hasSession = Boolean(sessionRow?.refresh_token);
   state.key = key;
   state.credential = null;
@@ -744,10 +768,16 @@ async function onLogout() {
   } finally {
     button.disabled = false;
   }
-  await dbClear(); // the session, the credential, the membership and the holder key
+  // The session, the credential, the membership, the benefits and the holder key; the pinned
+  // log key stays (it is the log's, not the member's, and trust on first use means once).
+  const pinned = await dbGet("log-key");
+  await dbClear();
+  if (pinned) await dbPut("log-key", pinned);
   keyPromise = null;
   Object.assign(session, { access: null, expiresAt: 0 });
   Object.assign(state, { profile: null, credential: null, key: null, hasSession: false });
+  Object.assign(state, { benefits: null, program: null });
+  state.verifications.clear();
   state.showFor = "";
   state.qr.time = null;
   startLogin();
@@ -774,6 +804,9 @@ async function doSync(takeOver) {
     if (state.profile && state.profile.me.member_id !== me.member_id) {
       state.credential = null; // another member logged in on this device
       await dbDelete("credential");
+      state.benefits = null;
+      await dbDelete("benefits");
+      state.verifications.clear();
     }
     state.profile = { me, groups, fetched_at: new Date().toISOString() };
     await dbPut("profile", state.profile);
@@ -782,6 +815,8 @@ async function doSync(takeOver) {
       state.credential = null;
       await dbDelete("credential");
     }
+    await syncBenefits(me.member_id);
+    await syncLogKey();
     state.lastSync = Date.now();
     if (shownError && !(shownError.error instanceof ApiError)) clearMessages();
   } catch (e) {
@@ -860,6 +895,7 @@ function renderMember() {
     : "";
   renderShowFor();
   renderQrState();
+  renderBenefits();
 }
 
 function currentGroups() {
@@ -920,6 +956,16 @@ function renderShowFor() {
   else {
     const key = SENSITIVE_GROUPS.includes(state.showFor) ? "qr.shows-sensitive" : "qr.shows-group";
     shows.textContent = t(key, { group: groupLabel(state.showFor) });
+  }
+  const program = $("qr-program");
+  show(program, Boolean(state.program));
+  program.classList.toggle("warn", Boolean(state.program?.missing || state.program?.unknown));
+  if (!state.program) program.textContent = "";
+  else {
+    let key = "qr.for-program";
+    if (state.program.missing) key = "qr.for-program-missing";
+    else if (state.program.unknown) key = "qr.for-program-unknown";
+    program.textContent = t(key, { program: state.program.name });
   }
 }
 
@@ -1029,9 +1075,388 @@ async function tick() {
 
 function onShowFor() {
   state.showFor = $("show-for").value;
+  state.program = null; // the member's own choice now
   state.qr.dirty = true;
   renderShowFor();
   tick();
+}
+
+// -- benefits: entitlements, redemptions and their receipts ------------------------------------
+
+function currentMemberId() {
+  return state.profile?.me.member_id ?? state.credential?.doc.member_id ?? null;
+}
+
+// The stored benefits if they are the current member's.
+function currentBenefits() {
+  const b = state.benefits;
+  if (!b) return null;
+  const member = currentMemberId();
+  return member === null || b.member_id === member ? b : null;
+}
+
+async function syncBenefits(memberId) {
+  const [entitlements, history] = await Promise.all([
+    authed("GET", "/v1/members/me/entitlements"),
+    authed("GET", `/v1/members/me/redemptions?limit=${HISTORY_LIMIT}`),
+  ]);
+  const known = state.benefits?.member_id === memberId ? (state.benefits.programs ?? {}) : {};
+  const programs = {};
+  for (const e of entitlements) {
+    if (e.kind !== "targeted") programs[e.program] = { version: e.version, groups_any: [] };
+    else if (known[e.program]?.version === e.version) programs[e.program] = known[e.program];
+    else programs[e.program] = await programRule(e);
+  }
+  state.benefits = {
+    member_id: memberId,
+    entitlements,
+    programs,
+    history,
+    fetched_at: new Date().toISOString(),
+  };
+  await dbPut("benefits", state.benefits);
+}
+
+// The groups of a targeted program's rule (of the entitlement's version), or null.
+async function programRule(entitlement) {
+  try {
+    const doc = await authed("GET", `/v1/programs/${encodeURIComponent(entitlement.program)}`);
+    const version = (doc?.versions ?? []).find((v) => v.version === entitlement.version);
+    const groups = version?.rules?.eligibility?.groups_any;
+    return Array.isArray(groups) ? { version: entitlement.version, groups_any: groups } : null;
+  } catch (e) {
+    if (e instanceof ApiError) return null; // unreadable: the member chooses the groups
+    throw e;
+  }
+}
+
+// -- the log's public key, pinned on first use --------------------------------------------------
+
+async function loadLogKey(record) {
+  state.logKeyRecord = record?.text ? record : null;
+  state.logKey = null;
+  if (!state.logKeyRecord) return;
+  try {
+    const parsed = await receipts.parseVerifierKey(record.text);
+    state.logKey = { ...parsed, pinned_at: record.pinned_at };
+  } catch (e) {
+    console.warn("the pinned log key is unusable here", e); // kept: never replaced silently
+  }
+}
+
+async function fetchLogKey() {
+  let response;
+  try {
+    response = await fetch("/v1/log/public-key", { cache: "no-store", credentials: "omit" });
+  } catch {
+    setOffline(true);
+    throw new NetworkError("offline");
+  }
+  setOffline(false);
+  return response.ok ? response.text() : null;
+}
+
+// Pin the server's key if none is pinned; otherwise note whether it serves another one.
+async function syncLogKey() {
+  const text = await fetchLogKey();
+  if (text === null) return;
+  let offered;
+  try {
+    offered = await receipts.parseVerifierKey(text);
+  } catch {
+    return; // malformed: nothing to pin, nothing to compare
+  }
+  if (!state.logKeyRecord) await pinLogKey(offered);
+  else state.logKeyOffered = offered.text === state.logKeyRecord.text ? null : offered;
+}
+
+async function pinLogKey(parsed) {
+  const record = { text: parsed.text, pinned_at: new Date().toISOString() };
+  await dbPut("log-key", record);
+  state.logKeyRecord = record;
+  state.logKey = { ...parsed, pinned_at: record.pinned_at };
+  state.logKeyOffered = null;
+  state.verifications.clear(); // they were against the previous key
+}
+
+async function onRepin() {
+  if (!state.logKeyOffered) return;
+  await pinLogKey(state.logKeyOffered);
+  renderBenefits();
+}
+
+// -- rendering the benefits ---------------------------------------------------------------------
+
+function formatFen(fen) {
+  return new Intl.NumberFormat(lang, { style: "currency", currency: "CNY" }).format(fen / 100);
+}
+
+// The API's times are RFC 3339 UTC with microseconds: shown in China time.
+function formatChinaTime(when) {
+  const date = new Date(String(when ?? "").replace(/(\.\d{3})\d+/, "$1"));
+  if (!when || Number.isNaN(date.getTime())) return String(when ?? t("common.none"));
+  return new Intl.DateTimeFormat(lang, {
+    timeZone: CHINA_TZ,
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  }).format(date);
+}
+
+function asOf(benefits) {
+  if (!benefits) return t(state.hasSession && !offline ? "benefits.loading" : "benefits.none");
+  const time = formatTime(benefits.fetched_at);
+  return t(offline ? "benefits.as-of-offline" : "benefits.as-of", { time });
+}
+
+function whereText(where) {
+  const parts = [
+    ...(where?.station_kinds ?? []).map((k) => (has(`skind.${k}`) ? t(`skind.${k}`) : k)),
+    ...(where?.stations ?? []),
+  ];
+  if (where?.subtree) parts.push(t("ent.where-subtree", { union: where.subtree }));
+  return t("ent.where", {
+    where: parts.length ? parts.join(t("common.separator")) : t("ent.where-any"),
+  });
+}
+
+function renderBenefits() {
+  renderEntitlements();
+  renderHistory();
+  renderLogKey();
+}
+
+function renderEntitlements() {
+  const benefits = currentBenefits();
+  $("entitlements-updated").textContent = asOf(benefits);
+  const list = $("entitlement-list");
+  const items = benefits?.entitlements ?? [];
+  if (!items.length) {
+    list.replaceChildren(...(benefits ? [h("li", { class: "muted", text: t("ent.none") })] : []));
+    return;
+  }
+  const canShow = qrMissingReason() === null;
+  list.replaceChildren(
+    ...items.map((e) => {
+      const per = has(`ent.per.${e.per}`) ? t(`ent.per.${e.per}`) : e.per;
+      let renews = null;
+      if (e.renews_at) renews = t("ent.renews", { time: formatChinaTime(e.renews_at) });
+      else if (e.remaining === 0) renews = t("ent.used-up");
+      return h(
+        "li",
+        { class: "benefit", testid: `entitlement-${e.program}`, "data-remaining": e.remaining },
+        h(
+          "div",
+          { class: "benefit-head" },
+          h("span", { class: "benefit-name", text: e.name }),
+          h("span", {
+            class: "benefit-value",
+            text: e.unit_value ? t("ent.value", { value: formatFen(e.unit_value) }) : t("ent.free"),
+          }),
+        ),
+        h("p", {
+          class: e.remaining > 0 ? "benefit-quota" : "benefit-quota used",
+          testid: `entitlement-${e.program}-remaining`,
+          text: t("ent.remaining", { remaining: e.remaining, quota: e.quota, per }),
+        }),
+        renews ? h("p", { class: "hint", text: renews }) : null,
+        h("p", { class: "hint", text: whereText(e.where) }),
+        h("p", { class: "hint", text: t("ent.until", { date: e.until }) }),
+        h("button", {
+          type: "button",
+          class: "button wide",
+          testid: `show-qr-${e.program}`,
+          text: t("ent.show-qr"),
+          disabled: !canShow || e.remaining <= 0,
+          onclick: () => onShowQrFor(e),
+        }),
+      );
+    }),
+  );
+}
+
+function verificationText(v) {
+  if (v.status === "busy") return t("receipt.checking");
+  if (v.status === "ok") return t("receipt.ok", { size: v.size });
+  const code = has(`receipt.${v.code}`) ? v.code : "unexpected";
+  return t("receipt.failed", { reason: t(`receipt.${code}`, v.params) });
+}
+
+function renderHistory() {
+  const benefits = currentBenefits();
+  $("history-updated").textContent = asOf(benefits);
+  const list = $("history-list");
+  const rows = benefits?.history ?? [];
+  if (!rows.length) {
+    list.replaceChildren(...(benefits ? [h("li", { class: "muted", text: t("hist.none") })] : []));
+    return;
+  }
+  list.replaceChildren(
+    ...rows.map((row) => {
+      const id = row.redemption;
+      let v = state.verifications.get(id);
+      if (v && v.receipt !== (row.receipt ? receipts.receiptFileText(row.receipt) : null)) {
+        v = null; // a newer receipt (a later checkpoint) since: verify it again
+      }
+      return h(
+        "li",
+        {
+          class: row.reversed_at ? "redemption reversed" : "redemption",
+          testid: `redemption-${id}`,
+          "data-reversed": row.reversed_at ? "true" : "false",
+        },
+        h(
+          "div",
+          { class: "benefit-head" },
+          h("span", { class: "benefit-name", text: row.program_name }),
+          h("span", { class: "benefit-value", text: formatFen(row.value) }),
+        ),
+        h("p", { class: "hint", text: t("hist.time", { time: formatChinaTime(row.at) }) }),
+        h("p", {
+          class: "hint",
+          text: t("hist.detail", { station: row.station, quantity: row.quantity }),
+        }),
+        row.reversed_at
+          ? h("p", {
+              class: "tag tag-bad",
+              testid: `redemption-${id}-reversed`,
+              text: t("hist.reversed", { time: formatChinaTime(row.reversed_at) }),
+            })
+          : null,
+        row.receipt
+          ? h(
+              "div",
+              { class: "row-actions" },
+              h("button", {
+                type: "button",
+                class: "button",
+                testid: `verify-${id}`,
+                text: t("hist.verify"),
+                disabled: v?.status === "busy",
+                onclick: () => onVerify(id),
+              }),
+              h("button", {
+                type: "button",
+                class: "button",
+                testid: `download-${id}`,
+                text: t("hist.download"),
+                onclick: () => onDownload(id),
+              }),
+            )
+          : h("p", {
+              class: "hint",
+              testid: `redemption-${id}-no-receipt`,
+              text: t("hist.no-receipt"),
+            }),
+        v
+          ? h("p", {
+              class: `verify-result ${v.status}`,
+              testid: `verify-result-${id}`,
+              role: "status",
+              "data-status": v.status,
+              text: verificationText(v),
+            })
+          : null,
+      );
+    }),
+  );
+}
+
+function renderLogKey() {
+  const key = state.logKey;
+  $("log-key-name").textContent = key ? key.name : t("common.none");
+  $("log-key-fingerprint").textContent = key ? key.fingerprint : t("logkey.none");
+  $("log-key-pinned").textContent = key
+    ? t("logkey.pinned", { time: formatTime(key.pinned_at) })
+    : "";
+  $("log-key-string").textContent = key ? key.text : "";
+  const offered = state.logKeyOffered;
+  show($("log-key-changed"), Boolean(offered));
+  $("log-key-changed-text").textContent = offered
+    ? t("logkey.changed", { fingerprint: offered.fingerprint })
+    : "";
+}
+
+// -- the member's actions on benefits -----------------------------------------------------------
+
+// Show the QR code for a program: disclose one group of its rule that the member has (any one
+// of `groups_any` is enough; a non-sensitive one first), or none for a universal program.
+function onShowQrFor(entitlement) {
+  const rule = currentBenefits()?.programs?.[entitlement.program] ?? null;
+  const needed = rule?.groups_any ?? [];
+  const held = new Set(state.credential?.disclosures.keys() ?? []);
+  const usable = needed
+    .filter((g) => held.has(g))
+    .sort(
+      (a, b) => SENSITIVE_GROUPS.includes(a) - SENSITIVE_GROUPS.includes(b) || a.localeCompare(b),
+    );
+  state.showFor = usable[0] ?? "";
+  state.program = {
+    id: entitlement.program,
+    name: entitlement.name,
+    missing: needed.length > 0 && usable.length === 0,
+    unknown: entitlement.kind === "targeted" && rule === null,
+  };
+  state.qr.dirty = true;
+  renderShowFor();
+  tick();
+  const card = $("qr-card");
+  card.scrollIntoView({ block: "start" });
+  card.focus({ preventScroll: true });
+}
+
+async function onVerify(id) {
+  const row = currentBenefits()?.history.find((r) => r.redemption === id);
+  if (!row?.receipt) return;
+  const receipt = receipts.receiptFileText(row.receipt);
+  state.verifications.set(id, { status: "busy", receipt });
+  renderHistory();
+  let result;
+  try {
+    if (!state.logKeyRecord && !offline) await syncLogKey(); // first sight: pin it now
+    if (!state.logKey) throw new receipts.ReceiptError("no-key");
+    const verified = await receipts.verifyRedemptionReceipt(row.receipt, state.logKey, {
+      memberId: currentMemberId(),
+      redemption: row,
+    });
+    result = { status: "ok", size: verified.size, receipt };
+  } catch (e) {
+    if (e instanceof receipts.ReceiptError) {
+      result = { status: "bad", code: e.code, params: e.params, receipt };
+    } else if (e instanceof NetworkError) {
+      result = { status: "bad", code: "no-key", params: {}, receipt };
+    } else {
+      result = { status: "bad", code: "unexpected", params: { detail: String(e) }, receipt };
+    }
+  }
+  state.verifications.set(id, result);
+  renderHistory();
+}
+
+// The receipt as a file, for `unionledger verify-receipt FILE`.
+function onDownload(id) {
+  const row = currentBenefits()?.history.find((r) => r.redemption === id);
+  if (!row?.receipt) return;
+  const blob = new Blob([receipts.receiptFileText(row.receipt)], { type: "application/json" });
+  const url = URL.createObjectURL(blob);
+  const link = h("a", { href: url, download: `unionledger-receipt-${id}.json`, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+async function onRefresh() {
+  const button = $("refresh");
+  button.disabled = true;
+  try {
+    await sync({ force: true });
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // -- starting -----------------------------------------------------------------------------------
@@ -1098,13 +1523,17 @@ async function main() {
   $("take-over").addEventListener("click", () => sync({ force: true, takeOver: true }));
   $("logout").addEventListener("click", onLogout);
   $("show-for").addEventListener("change", onShowFor);
+  $("refresh").addEventListener("click", onRefresh);
+  $("log-key-repin").addEventListener("click", onRepin);
   window.addEventListener("online", () => {
     setOffline(false);
     sync({ force: true });
   });
   window.addEventListener("offline", () => setOffline(true));
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") tick();
+    if (document.visibilityState !== "visible") return;
+    tick();
+    if (!offline) sync(); // back from the station: the quota left, the new redemption
   });
   registerServiceWorker();
   const join = location.pathname.match(/^\/join\/([^/]+)\/?$/);

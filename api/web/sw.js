@@ -1,16 +1,19 @@
-// UnionLedger member app service worker: keeps the app shell (page, script, styles,
-// translations, vendored modules, icons) so that the app reloads and keeps making QR codes with
-// the network off. Served at /sw.js so that its scope, "/", covers /app and /join/<code>.
+// UnionLedger member app service worker: keeps the app shell (page, scripts, styles,
+// translations, vendored modules, icons) so that the app reloads, keeps making QR codes and
+// verifies receipts with the network off. Served at /sw.js so that its scope, "/", covers
+// /app and /join/<code>.
 //
 // Network first (fresh code when online), the cached copy when the network fails or is slow.
-// Only the shell is cached: API answers never are (the page keeps what it needs in IndexedDB),
+// Only the shell is cached: API answers never are (the page keeps what it needs in IndexedDB:
+// the credential, the membership, the benefits with their receipts, the pinned log key),
 // and every other request of this origin (the admin console, the API) passes through untouched.
 
-const CACHE = "unionledger-member-v1";
+const CACHE = "unionledger-member-v2"; // bumped when the shell's files change
 const APP = "/app"; // the one page: /join/<code> is the same document
 const SHELL = [
   APP,
   "/static/member.js",
+  "/static/receipt.js",
   "/static/member.css",
   "/static/member-i18n.json",
   "/static/member.webmanifest",
