@@ -64,7 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
             f"{settings.data_dir}` first (or serve with --demo)"
         )
     keyring = ensure_secrets(store, store.load(passphrase), passphrase)
-    engine = make_engine(settings.database_url)
+    # Readers: one connection per worker thread (anyio runs up to 40 sync routes at a time).
+    engine = make_engine(settings.database_url, pool_size=20, max_overflow=20)
     try:
         init_schema(engine)
     except (SQLAlchemyError, SchemaVersionError) as e:
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
             origin=settings.log_origin,
             signer=lambda: log_signer(settings, keyring),
             projections=default_projections(),
+            max_batch=settings.max_batch,
         ),
         members=members,
         credentials=credentials,

@@ -51,6 +51,7 @@ ACCESS_TYP = "at+jwt"
 # The keyring secret that seals TOTP secrets and keys one-time-code hashes (its name).
 ACCOUNTS_SECRET = "accounts"  # noqa: S105
 STATION_LOGIN_CONTEXT = b"unionledger-station-login/1\n"
+VERIFIED_TOKEN_CACHE = 10_000  # access tokens whose signature verified, kept while in use
 _CLAIMS = ["iss", "sub", "role", "sid", "iat", "exp", "jti"]
 
 for _type in (
@@ -266,6 +267,8 @@ class AuthService:
         self._hashing = threading.BoundedSemaphore(p.concurrent_hashes)
         # Verified when a username is unknown, so that answering takes as long as for a real one.
         self._dummy_hash = accounts.hash_password(secrets.token_urlsafe(16), p.password_cost)
+        self._verified_tokens: dict[str, dict[str, Any]] = {}
+        self._verified_lock = threading.Lock()
 
     @classmethod
     def for_settings(cls, settings: Settings, engine: Engine, keyring: keys.Keyring) -> AuthService:
@@ -349,7 +352,35 @@ class AuthService:
                 401, "invalid or expired access token", {"WWW-Authenticate": _bearer_error}
             ) from None
 
+    def _signed_claims(self, token: str) -> dict[str, Any]:
+        """Steps 1-3 (form, key, signature) of :meth:`_verify`, remembered per token: a station
+        presents the same access token for minutes, and its signature is all that is costly.
+        Only tokens that verified are remembered, and only while they are unexpired; the time
+        and session checks still run on every request."""
+        with self._verified_lock:
+            claims = self._verified_tokens.get(token)
+        if claims is not None:
+            return claims
+        claims = self._check_signature(token)
+        with self._verified_lock:
+            if len(self._verified_tokens) >= VERIFIED_TOKEN_CACHE:
+                self._verified_tokens.clear()  # bounded; refills with the tokens in use
+            self._verified_tokens[token] = claims
+        return claims
+
     def _verify(self, token: str) -> Grant:
+        claims = self._signed_claims(token)
+        iat = claims["iat"]
+        # 4. Times: not expired, not from the future, never longer-lived than we issue.
+        now, leeway = self._now(), self.policy.leeway
+        exp = claims["exp"]
+        if not isinstance(exp, int) or isinstance(exp, bool) or exp + leeway <= now:
+            raise ValueError("expired")
+        if iat > now + leeway or exp - iat > self.policy.access_ttl:
+            raise ValueError("bad iat/exp")
+        return self._grant(claims, now)
+
+    def _check_signature(self, token: str) -> dict[str, Any]:
         # 1. The header: our algorithm and token type only (alg=none never reaches a key).
         header = jwt.get_unverified_header(token)
         if header.get("alg") != "EdDSA" or header.get("typ") != ACCESS_TYP:
@@ -377,13 +408,11 @@ class AuthService:
                 "verify_nbf": False,
             },
         )
-        # 4. Times: not expired, not from the future, never longer-lived than we issue.
-        now, leeway = self._now(), self.policy.leeway
-        exp = claims["exp"]
-        if not isinstance(exp, int) or isinstance(exp, bool) or exp + leeway <= now:
-            raise ValueError("expired")
-        if iat > now + leeway or exp - iat > self.policy.access_ttl:
-            raise ValueError("bad iat/exp")
+        if claims.get("iat") != iat:
+            raise ValueError("iat changed between the unverified and the verified read")
+        return dict(claims)
+
+    def _grant(self, claims: dict[str, Any], now: int) -> Grant:
         # 5. The actor, and a live session that it belongs to.
         role, scope, sid = Role(claims["role"]), claims.get("scope"), claims["sid"]
         if role == Role.SYSTEM or (scope is None) != (role == Role.AUDITOR):

@@ -29,8 +29,8 @@ from ledger import members as m
 from ledger import programs as p
 from ledger import redemptions as r
 from ledger.domain import Actor, Role
-from verifier.credential import presentation_digest, verify_presentation
-from verifier.errors import CredentialError
+from verifier.credential import VerifiedPresentation, presentation_digest, verify_presentation
+from verifier.errors import CredentialError, StatusListMissing
 
 router = APIRouter(tags=["programs"])
 
@@ -336,14 +336,25 @@ def redeem(
                 challenge = keys.b64url_decode(body.challenge)
             except ValueError:
                 raise r.PresentationRefused("the challenge is not base64url") from None
-        try:
-            verified = verify_presentation(
+
+        def check(trust: keys.TrustList, lists: Any) -> VerifiedPresentation:
+            return verify_presentation(
                 body.presentation,
                 trust_list=trust,
                 status_lists=lists,
                 now=now,
                 challenge=challenge,
             )
+
+        try:
+            try:
+                verified = check(trust, lists)
+            except StatusListMissing:  # an issuer's first credential, newer than the cache
+                with services.engine.connect() as conn:
+                    trust, lists = services.credentials.verification_material(
+                        conn, lambda issuer: status_list_uri(services, issuer), now, fresh=True
+                    )
+                verified = check(trust, lists)
         except CredentialError as e:
             raise r.PresentationRefused(str(e), reason=e.code, step=e.step) from None
         done = services.sequencer.execute(

@@ -41,6 +41,9 @@ class Settings:
     log_origin: str = DEFAULT_LOG_ORIGIN
     # Where clients reach this service (status list URIs name it); default http://host:port.
     public_url: str = ""
+    # Events per group commit at most (UNIONLEDGER_MAX_BATCH); 1 = a commit per command, the
+    # baseline the benchmarks compare with.
+    max_batch: int = 2000
 
     def __post_init__(self) -> None:
         if not self.public_url:
@@ -84,6 +87,7 @@ class Settings:
             port=port_value,
             log_origin=_origin(env.get(ENV_PREFIX + "LOG_ORIGIN", DEFAULT_LOG_ORIGIN)),
             public_url=_public_url(env.get(ENV_PREFIX + "PUBLIC_URL", "")),
+            max_batch=_positive(env.get(ENV_PREFIX + "MAX_BATCH", "2000"), "MAX_BATCH"),
         )
 
     def passphrase(self) -> str:
@@ -113,6 +117,16 @@ class Settings:
                     f"key passphrase too short: at least {MIN_PASSPHRASE_LENGTH} characters"
                 )
         return self.key_passphrase
+
+
+def _positive(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be a number, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be at least 1")
+    return number
 
 
 def _public_url(value: str) -> str:

@@ -73,7 +73,10 @@ from verifier.statuslist import (
 VALIDITY = timedelta(days=30)
 RENEW_BEFORE = timedelta(days=7)  # the app asks for a new credential when less is left
 STATUS_TTL = timedelta(hours=24)  # DESIGN.md: verifiers refresh status lists at least daily
-STATUS_REFRESH = timedelta(hours=1)  # a list served is never older than this
+STATUS_REFRESH = timedelta(hours=1)
+MATERIAL_TTL = timedelta(
+    seconds=2
+)  # the server's own verifier reuses its lists this long  # a list served is never older than this
 MIN_STATUS_BITS = 1024  # a new issuer's list still hides how few credentials it has issued
 SALTS_PURPOSE = "credential-salts"
 log = logging.getLogger("unionledger.credentials")
@@ -309,6 +312,7 @@ class Credentials:
         self._lists_lock = threading.Lock()
         self._trust: tuple[datetime, str] | None = None
         self._verified: dict[str, keys.TrustList | VerifiedStatusList] = {}
+        self._material: tuple[datetime, keys.TrustList, dict[str, VerifiedStatusList]] | None = None
 
     # -- issuing ------------------------------------------------------------------------------
 
@@ -484,11 +488,22 @@ class Credentials:
     # -- what the server's own verifier needs -----------------------------------------------------
 
     def verification_material(
-        self, conn: Connection, uri_of: Callable[[str], str], now: datetime
+        self,
+        conn: Connection,
+        uri_of: Callable[[str], str],
+        now: datetime,
+        *,
+        fresh: bool = False,
     ) -> tuple[keys.TrustList, dict[str, VerifiedStatusList]]:
         """The trust list and every issuer's status list, verified as a station would verify
         them (against the root keys), so that the online redemption runs the very checks of
-        ``verifier.credential.verify_presentation``. Verified once per signed token."""
+        ``verifier.credential.verify_presentation``. Verified once per signed token, and
+        reused for :data:`MATERIAL_TTL` (the redemption command checks revocation against the
+        credentials table itself, so a list a second old loses nothing)."""
+        with self._lists_lock:
+            cached = self._material
+        if not fresh and cached is not None and timedelta(0) <= now - cached[0] < MATERIAL_TTL:
+            return cached[1], cached[2]
         token = self.trust_list(now)
         with self._lists_lock:
             trusted = self._verified.get(token)
@@ -507,6 +522,8 @@ class Credentials:
                 with self._lists_lock:
                     self._verified[status_token] = found
             lists[issuer] = found
+        with self._lists_lock:
+            self._material = (now, trusted, lists)
         return trusted, lists
 
     # -- trust and status lists ------------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from ledger.errors import NotCheckpointed, OutOfRange
 from ledger.schema import log_checkpoints, log_entries, log_head, log_tiles
@@ -93,16 +94,19 @@ class LogReader:
     def tile(self, level: int, index: int) -> bytes:
         """The stored hashes of tile (``level``, ``index``); partial tiles may be shorter than
         8,192 bytes. Empty if the tile does not exist (yet)."""
+        with self.engine.connect() as conn:
+            return self._tile(conn, level, index)
+
+    def _tile(self, conn: Connection, level: int, index: int) -> bytes:
         key = (level, index)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        with self.engine.connect() as conn:
-            data = conn.execute(
-                select(log_tiles.c.data).where(log_tiles.c.level == level, log_tiles.c.idx == index)
-            ).scalar()
+        data = conn.execute(
+            select(log_tiles.c.data).where(log_tiles.c.level == level, log_tiles.c.idx == index)
+        ).scalar()
         tile = bytes(data) if data is not None else b""
         if len(tile) == FULL_TILE:  # full tiles never change: safe to keep
             with self._lock:
@@ -111,13 +115,31 @@ class LogReader:
                     self._cache.popitem(last=False)
         return tile
 
+    def _hashes(self, conn: Connection) -> Callable[[int, int], bytes]:
+        """``hash_at`` for one proof: one connection (one read snapshot), and each partial tile
+        read once however many subtree hashes the proof takes from it (full tiles come from the
+        shared cache)."""
+        seen: dict[tuple[int, int], bytes] = {}
+
+        def read(level: int, index: int) -> bytes:
+            found = seen.get((level, index))
+            if found is None:
+                found = seen[(level, index)] = self._tile(conn, level, index)
+            return found
+
+        return lambda level, index: tile_hash_at(level, index, read)
+
     def hash_at(self, level: int, index: int) -> bytes:
         """The hash of the perfect subtree at ``level`` covering leaves
         ``[index * 2**level, (index + 1) * 2**level)``."""
         return tile_hash_at(level, index, self.tile)
 
-    def _check_size(self, tree_size: int) -> None:
-        if tree_size < 0 or tree_size > self.size():
+    def _size(self, conn: Connection) -> int:
+        return int(conn.execute(select(log_head.c.size).where(log_head.c.id == 1)).scalar_one())
+
+    def _check_size(self, tree_size: int, conn: Connection | None = None) -> None:
+        size = self.size() if conn is None else self._size(conn)
+        if tree_size < 0 or tree_size > size:
             raise OutOfRange(f"tree size {tree_size} is beyond the log")
 
     def root(self, tree_size: int) -> bytes:
@@ -126,23 +148,26 @@ class LogReader:
         Raises:
             OutOfRange: ``tree_size`` is beyond the log.
         """
-        self._check_size(tree_size)
-        return subtree_root(0, tree_size, self.hash_at)
+        with self.engine.connect() as conn:
+            self._check_size(tree_size, conn)
+            return subtree_root(0, tree_size, self._hashes(conn))
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         """Raises OutOfRange unless ``0 <= index < tree_size <= size``."""
-        self._check_size(tree_size)
-        if not 0 <= index < tree_size:
-            raise OutOfRange(f"index {index} is not in a tree of size {tree_size}")
-        return inclusion_proof(index, tree_size, self.hash_at)
+        with self.engine.connect() as conn:
+            self._check_size(tree_size, conn)
+            if not 0 <= index < tree_size:
+                raise OutOfRange(f"index {index} is not in a tree of size {tree_size}")
+            return inclusion_proof(index, tree_size, self._hashes(conn))
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         """Raises OutOfRange unless ``1 <= first <= second <= size`` (RFC 9162 proves nothing
         about the empty tree: every tree is consistent with it)."""
-        self._check_size(second)
-        if not 1 <= first <= second:
-            raise OutOfRange(f"no consistency proof from size {first} to {second}")
-        return consistency_proof(first, second, self.hash_at)
+        with self.engine.connect() as conn:
+            self._check_size(second, conn)
+            if not 1 <= first <= second:
+                raise OutOfRange(f"no consistency proof from size {first} to {second}")
+            return consistency_proof(first, second, self._hashes(conn))
 
     # -- checkpoints and receipts --------------------------------------------------------------
 
@@ -161,21 +186,30 @@ class LogReader:
         return None if row is None else _checkpoint(row)
 
     def receipt(self, index: int) -> Receipt:
-        """The proof bundle of entry ``index`` against the latest checkpoint.
+        """The proof bundle of entry ``index`` against the latest checkpoint (one connection:
+        the entry, checkpoint and proof come from one read snapshot).
 
         Raises:
             OutOfRange: no such entry.
             NotCheckpointed: the entry is newer than the latest checkpoint.
         """
-        if index < 0 or index >= self.size():
-            raise OutOfRange(f"no entry {index}")
-        latest = self.latest_checkpoint()
-        if latest is None or latest.size <= index:
-            raise NotCheckpointed(f"entry {index} is not covered by a checkpoint yet")
+        with self.engine.connect() as conn:
+            if index < 0 or index >= self._size(conn):
+                raise OutOfRange(f"no entry {index}")
+            row = conn.execute(
+                select(log_checkpoints).order_by(log_checkpoints.c.size.desc()).limit(1)
+            ).first()
+            latest = None if row is None else _checkpoint(row)
+            if latest is None or latest.size <= index:
+                raise NotCheckpointed(f"entry {index} is not covered by a checkpoint yet")
+            entry = conn.execute(
+                select(log_entries.c.data).where(log_entries.c.idx == index)
+            ).scalar_one()
+            proof = inclusion_proof(index, latest.size, self._hashes(conn))
         return Receipt(
             index=index,
-            entry=self.entry(index),
-            inclusion=tuple(self.inclusion_proof(index, latest.size)),
+            entry=bytes(entry),
+            inclusion=tuple(proof),
             checkpoint_note=latest.note,
         )
 

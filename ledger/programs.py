@@ -28,6 +28,7 @@ version's rules as canonical JSON), ``program_no_stack`` (the declared pairs, bo
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -411,16 +412,20 @@ def visible_program(conn: Connection, actor: Actor, program_id: str) -> ProgramR
     return row
 
 
+@functools.lru_cache(maxsize=1024)
+def stored_rules(text: str) -> Rules:
+    """The rules of a stored version (canonical JSON text). A version never changes, so its
+    parse is cached: a redemption reads the version in force on every request."""
+    return parse_rules(json.loads(text))
+
+
 def versions(conn: Connection, program_id: str) -> list[Version]:
     rows = conn.execute(
         select(program_versions)
         .where(program_versions.c.program_id == program_id)
         .order_by(program_versions.c.version)
     )
-    return [
-        Version(r.program_id, r.version, r.effective, parse_rules(json.loads(r.rules)))
-        for r in rows
-    ]
+    return [Version(r.program_id, r.version, r.effective, stored_rules(r.rules)) for r in rows]
 
 
 def version_at(conn: Connection, program_id: str, at: str) -> Version | None:
@@ -433,7 +438,7 @@ def version_at(conn: Connection, program_id: str, at: str) -> Version | None:
     ).first()
     if row is None:
         return None
-    return Version(row.program_id, row.version, row.effective, parse_rules(json.loads(row.rules)))
+    return Version(row.program_id, row.version, row.effective, stored_rules(row.rules))
 
 
 def list_programs(

@@ -51,7 +51,9 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    bindparam,
     insert,
+    or_,
     select,
     update,
 )
@@ -106,6 +108,41 @@ budget_usage = Table(
     Column("program_id", String(64), primary_key=True),
     Column("funding_union", String(32), primary_key=True),
     Column("used", BigInteger, nullable=False),
+)
+
+
+# Statements of the hot path, built once (a redemption runs about fifteen of them inside the
+# single writer: building each anew cost more than executing it).
+_USED = select(quota_usage.c.used).where(
+    quota_usage.c.member_id == bindparam("member"),
+    quota_usage.c.program_id == bindparam("program"),
+    quota_usage.c.period == bindparam("period"),
+)
+_SEEN = select(redemptions.c.redemption, redemptions.c.idempotency).where(
+    or_(
+        redemptions.c.idempotency == bindparam("idempotency"),
+        redemptions.c.presentation == bindparam("presentation"),
+    )
+)
+_CREDENTIAL = select(credentials.c.revoked_at).where(
+    credentials.c.credential_hash == bindparam("hash")
+)
+_BUMP_QUOTA = (
+    update(quota_usage)
+    .where(
+        quota_usage.c.member_id == bindparam("b_member"),
+        quota_usage.c.program_id == bindparam("b_program"),
+        quota_usage.c.period == bindparam("b_period"),
+    )
+    .values(used=quota_usage.c.used + bindparam("b_amount"))
+)
+_BUMP_BUDGET = (
+    update(budget_usage)
+    .where(
+        budget_usage.c.program_id == bindparam("b_program"),
+        budget_usage.c.funding_union == bindparam("b_funding"),
+    )
+    .values(used=budget_usage.c.used + bindparam("b_amount"))
 )
 
 
@@ -167,7 +204,7 @@ class BadQuantity(Refused):
 
 
 class NotAMember(Refused):
-    """The person is not (any more) an active member."""
+    """The person is not an active member (any more)."""
 
     code = "not-a-member"
 
@@ -191,7 +228,7 @@ class NotStackable(Refused):
 
 
 class BudgetExhausted(Refused):
-    """The program's budget (or the funding union's allocation) is spent."""
+    """The program's budget, or the funding union's allocation, is spent."""
 
     code = "budget-exhausted"
 
@@ -228,11 +265,7 @@ def budget_used(conn: Connection, program_id: str) -> dict[str, int]:
 
 def quota_used(conn: Connection, member_id: str, program_id: str, period: str) -> int:
     used = conn.execute(
-        select(quota_usage.c.used).where(
-            quota_usage.c.member_id == member_id,
-            quota_usage.c.program_id == program_id,
-            quota_usage.c.period == period,
-        )
+        _USED, {"member": member_id, "program": program_id, "period": period}
     ).scalar()
     return int(used or 0)
 
@@ -331,13 +364,6 @@ def _idempotency(station_id: str, key: str) -> str:
 # -- projection --------------------------------------------------------------------------------
 
 
-def _bump(conn: Connection, table: Table, keys_: dict[str, Any], amount: int) -> None:
-    where = [table.c[k] == v for k, v in keys_.items()]
-    moved = conn.execute(update(table).where(*where).values(used=table.c.used + amount))
-    if moved.rowcount == 0:
-        conn.execute(insert(table).values(**keys_, used=amount))
-
-
 class RedemptionsProjection:
     name = "redemptions"
     tables = (redemptions, quota_usage, budget_usage)
@@ -388,18 +414,27 @@ class RedemptionsProjection:
 
     @staticmethod
     def _usage(conn: Connection, body: Any, sign: int) -> None:
-        _bump(
-            conn,
-            quota_usage,
-            {"member_id": body["member"], "program_id": body["program"], "period": body["period"]},
-            sign * body["quantity"],
+        member, program, period = body["member"], body["program"], body["period"]
+        units = sign * body["quantity"]
+        bumped = conn.execute(
+            _BUMP_QUOTA,
+            {"b_member": member, "b_program": program, "b_period": period, "b_amount": units},
         )
-        _bump(
-            conn,
-            budget_usage,
-            {"program_id": body["program"], "funding_union": body["funding"]},
-            sign * body["value"],
+        if bumped.rowcount == 0:
+            conn.execute(
+                insert(quota_usage).values(
+                    member_id=member, program_id=program, period=period, used=units
+                )
+            )
+        value = sign * body["value"]
+        funding = body["funding"]
+        bumped = conn.execute(
+            _BUMP_BUDGET, {"b_program": program, "b_funding": funding, "b_amount": value}
         )
+        if bumped.rowcount == 0:
+            conn.execute(
+                insert(budget_usage).values(program_id=program, funding_union=funding, used=value)
+            )
 
     def flush(self, conn: Connection) -> None:
         pass
@@ -493,18 +528,7 @@ def _window(rules: p.Rules) -> tuple[str, str]:
 
 
 def _check_presentation(conn: Connection, verified: VerifiedPresentation) -> None:
-    used = conn.execute(
-        select(redemptions.c.redemption).where(
-            redemptions.c.presentation == verified.presentation_hash.hex()
-        )
-    ).first()
-    if used is not None:
-        raise PresentationReplayed("this QR code was already used: show a fresh one")
-    current = conn.execute(
-        select(credentials.c.revoked_at).where(
-            credentials.c.credential_hash == verified.credential_hash.hex()
-        )
-    ).first()
+    current = conn.execute(_CREDENTIAL, {"hash": verified.credential_hash.hex()}).first()
     if current is None or current.revoked_at is not None:
         raise CredentialRevoked("this credential was replaced or revoked: refresh the app")
 
@@ -593,13 +617,24 @@ class Redemptions:
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
             raise Invalid(f"an idempotency key is 1 to {MAX_KEY} characters")
         conn, now = tx.conn, tx.now
-        earlier = by_idempotency(conn, station.scope, key)  # 1.
-        if earlier is not None:
-            same = (program, quantity, verified.presentation_hash.hex())
-            if (earlier.program_id, earlier.quantity, earlier.presentation) != same:
-                raise IdempotencyConflict("this idempotency key was used for another redemption")
-            return self._answer(conn, earlier, repeated=True, now=now)
-        _check_presentation(conn, verified)  # 2.
+        presentation = verified.presentation_hash.hex()
+        idempotency = _idempotency(station.scope, key)
+        seen = conn.execute(  # 1. and 2.: one look for the key and the presentation
+            _SEEN, {"idempotency": idempotency, "presentation": presentation}
+        ).all()
+        for hit in seen:
+            if hit.idempotency == idempotency:
+                earlier = get_redemption(conn, hit.redemption)
+                assert earlier is not None
+                same = (program, quantity, presentation)
+                if (earlier.program_id, earlier.quantity, earlier.presentation) != same:
+                    raise IdempotencyConflict(
+                        "this idempotency key was used for another redemption"
+                    )
+                return self._answer(conn, earlier, repeated=True, now=now)
+        if seen:
+            raise PresentationReplayed("this QR code was already used: show a fresh one")
+        _check_presentation(conn, verified)
         row, version, place = _check_program_station(conn, station.scope, program, now)  # 3.
         rules = version.rules
         if type(quantity) is not int or not 1 <= quantity <= rules.max_quantity:
@@ -638,9 +673,29 @@ class Redemptions:
                 "idempotency": key,
             },
         )
-        recorded = get_redemption(conn, entry.index)
-        assert recorded is not None
-        return self._answer(conn, recorded, repeated=False, now=now)
+        body = entry.body
+        recorded = RedemptionRow(
+            redemption=entry.index,
+            program_id=program,
+            version=version.version,
+            member_id=member.member_id,
+            station_id=place.station_id,
+            quantity=quantity,
+            value=value,
+            funding_union=funding,
+            operating_union=place.union_code,
+            home_union=member.union_code,
+            period=period,
+            at=entry.time,
+            presentation=verified.presentation_hash.hex(),
+            idempotency=_idempotency(station.scope, key),
+            reversed_at=None,
+            reversal=None,
+        )
+        assert body["period"] == period
+        renews = None if rules.quota_per is p.Per.PROGRAM else p.format_time(rules.period_end(now))
+        left = rules.quota_count - quota_used(conn, member.member_id, program, period)
+        return Redeemed(recorded, False, row.name, max(left, 0), renews)  # (read back: cheap)
 
     def answer_again(
         self,
