@@ -94,7 +94,7 @@ def program_out(conn: Any, row: p.ProgramRow) -> ProgramOut:
     return ProgramOut(
         program=row.program_id,
         owner=row.owner,
-        name=row.name,
+        name=p.name_at(conn, row, p.format_time(datetime.now(UTC))),
         status=row.status,
         created_at=row.created_at,
         closed_at=row.closed_at,
@@ -381,7 +381,8 @@ def get_redemption(
     with services.engine.connect() as conn:
         row = r.visible_redemption(conn, actor, redemption)
         program = p.get_program(conn, row.program_id)
-    return redemption_out(services, row, name=program.name if program else None)
+        name = None if program is None else p.name_at(conn, program, row.at)
+    return redemption_out(services, row, name=name)
 
 
 class ReverseRequest(BaseModel):

@@ -31,6 +31,7 @@ import enum
 import functools
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -40,8 +41,9 @@ from sqlalchemy import Column, Connection, Integer, String, Table, Text, insert,
 from ledger import unions
 from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.members import Group
-from ledger.schema import projection_metadata
+from ledger.schema import log_head, projection_metadata
 from ledger.sequencer import Tx
+from ledger.stations import Kind as StationKind
 from verifier.canonical import canonical_bytes
 from verifier.entry import Entry
 from verifier.entry import format_entry_time as format_time
@@ -230,8 +232,21 @@ _KNOWN = {
 }
 
 
+def _member(d: dict[str, Any], name: str, known: frozenset[str] | None) -> dict[str, Any]:
+    """The sub-object ``name`` of the rules (absent or null: empty); with ``known``, a member
+    it does not know is refused (a misspelt ``where.station_kind`` must not make a program
+    redeemable anywhere)."""
+    value = d.get(name)
+    if value is None:
+        return {}
+    found = _obj(value, name)
+    if known is not None and set(found) - known:
+        raise BadRules(f"unknown {name} fields: {', '.join(sorted(set(found) - known))}")
+    return found
+
+
 def _eligibility(d: dict[str, Any], kind: Kind) -> tuple[tuple[str, ...], int | None, str | None]:
-    elig = _obj(d.get("eligibility") or {}, "eligibility")
+    elig = _member(d, "eligibility", frozenset({"groups_any", "min_tenure_days", "home_subtree"}))
     groups = _ids(elig.get("groups_any"), "eligibility.groups_any")
     for g in groups:
         if g not in Group.__members__.values():
@@ -251,7 +266,7 @@ def _budget(d: dict[str, Any]) -> tuple[int | None, dict[str, int]]:
     budget = d.get("budget")
     if budget is not None:
         budget = _int(budget, "budget", 0, MAX_FEN)
-    raw = _obj(d.get("allocations") or {}, "allocations")
+    raw = _member(d, "allocations", None)
     allocations = {}
     for union, amount in raw.items():
         _code(union, "an allocation's union")
@@ -264,7 +279,9 @@ def _budget(d: dict[str, Any]) -> tuple[int | None, dict[str, int]]:
 
 
 def _offline(d: dict[str, Any]) -> tuple[bool, int, int]:
-    offline = _obj(d.get("offline") or {}, "offline")
+    offline = _member(
+        d, "offline", frozenset({"allowed", "per_member_per_day", "station_daily_value"})
+    )
     allowed = offline.get("allowed", False)
     if not isinstance(allowed, bool):
         raise BadRules("offline.allowed must be true or false")
@@ -295,18 +312,24 @@ def parse_rules(doc: object) -> Rules:
     name = d.get("name")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
         raise BadRules("name must be 1 to 200 characters")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise BadRules("name must not hold control, format or unpaired surrogate characters")
     kind = _enum(Kind, d.get("kind"), "kind must be universal or targeted")
     groups, tenure, home = _eligibility(d, kind)
-    period = _obj(d.get("period"), "period")
+    period = _member(d, "period", frozenset({"from", "until"}))
     start, until = (
         _day(period.get("from"), "period.from"),
         _day(period.get("until"), "period.until"),
     )
     if until < start:
         raise BadRules("the period ends before it starts")
-    quota = _obj(d.get("quota"), "quota")
+    quota = _member(d, "quota", frozenset({"count", "per"}))
     budget, allocations = _budget(d)
-    where = _obj(d.get("where") or {}, "where")
+    where = _member(d, "where", frozenset({"stations", "station_kinds", "subtree"}))
+    kinds = _ids(where.get("station_kinds"), "where.station_kinds")
+    unknown_kinds = set(kinds) - {k.value for k in StationKind}
+    if unknown_kinds:
+        raise BadRules(f"unknown station kinds: {', '.join(sorted(unknown_kinds))}")
     allowed, per_day, daily = _offline(d)
     return Rules(
         name=name.strip(),
@@ -323,7 +346,7 @@ def parse_rules(doc: object) -> Rules:
         budget=budget,
         allocations=allocations,
         stations=_ids(where.get("stations"), "where.stations"),
-        station_kinds=_ids(where.get("station_kinds"), "where.station_kinds"),
+        station_kinds=kinds,
         where_subtree=_code(where.get("subtree"), "where.subtree"),
         offline_allowed=allowed,
         offline_per_member_per_day=per_day,
@@ -441,6 +464,13 @@ def version_at(conn: Connection, program_id: str, at: str) -> Version | None:
     return Version(row.program_id, row.version, row.effective, stored_rules(row.rules))
 
 
+def name_at(conn: Connection, row: ProgramRow, at: str) -> str:
+    """The program's name in the version in force at ``at`` (``programs.name`` is version
+    1's: a later version renames it only from its effective time)."""
+    version = version_at(conn, row.program_id, at)
+    return row.name if version is None else version.rules.name
+
+
 def list_programs(
     conn: Connection, actor: Actor, *, union: str | None = None, status: str | None = None
 ) -> list[ProgramRow]:
@@ -460,12 +490,25 @@ def list_programs(
     ]
 
 
-def not_stacking(conn: Connection, program_id: str) -> list[str]:
-    """The programs that do not stack with ``program_id`` (declared by either side)."""
-    rows = conn.execute(
+def not_stacking(conn: Connection, program_id: str, at: str | None = None) -> list[str]:
+    """The programs that do not stack with ``program_id`` at time ``at`` (RFC 3339 UTC;
+    default: the time of the ledger's latest entry): declared by the version in force of either
+    side. ``program_no_stack`` holds every pair any version ever declared (the candidates);
+    the versions in force decide."""
+    if at is None:
+        at = conn.execute(select(log_head.c.last_time).where(log_head.c.id == 1)).scalar() or ""
+    candidates = conn.execute(
         select(program_no_stack.c.other).where(program_no_stack.c.program_id == program_id)
-    )
-    return sorted(set(rows.scalars()))
+    ).scalars()
+    mine = version_at(conn, program_id, at)
+    out = set()
+    for other in candidates:
+        theirs = version_at(conn, other, at)
+        if (mine is not None and other in mine.rules.no_stack_with) or (
+            theirs is not None and program_id in theirs.rules.no_stack_with
+        ):
+            out.add(other)
+    return sorted(out)
 
 
 # -- projection ----------------------------------------------------------------------------------
@@ -489,12 +532,7 @@ class ProgramsProjection:
             )
             self._version(conn, body)
         elif entry.type == "ProgramRevised":
-            conn.execute(
-                update(programs)
-                .where(programs.c.program_id == body["program"])
-                .values(name=body["rules"]["name"])
-            )
-            self._version(conn, body)
+            self._version(conn, body)  # ``programs.name`` stays version 1's: see name_at
         elif entry.type == "ProgramClosed":
             conn.execute(
                 update(programs)
@@ -609,6 +647,10 @@ def revise_program(
     for union, amount in parsed.allocations.items():
         if used.get(union, 0) > amount:
             raise BadRules(f"the allocation to {union} would fall below what it spent")
+    if parsed.budget is not None:
+        owner_spent = sum(v for u, v in used.items() if u not in parsed.allocations)
+        if owner_spent > parsed.budget - sum(parsed.allocations.values()):
+            raise BadRules("the owner's unallocated share would fall below what it spent")
     latest = versions(tx.conn, program)[-1]
     return tx.append(
         "ProgramRevised",
@@ -654,6 +696,7 @@ __all__ = [
     "format_time",
     "get_program",
     "list_programs",
+    "name_at",
     "not_stacking",
     "parse_rules",
     "revise_program",

@@ -501,8 +501,10 @@ def _station_allows(conn: Connection, rules: p.Rules, owner: str, station: Any) 
     return not (rules.station_kinds and station.kind not in rules.station_kinds)
 
 
-def _stacked(conn: Connection, member_id: str, program_id: str, rules: p.Rules) -> str | None:
-    others = p.not_stacking(conn, program_id)
+def _stacked(
+    conn: Connection, member_id: str, program_id: str, rules: p.Rules, now: datetime
+) -> str | None:
+    others = p.not_stacking(conn, program_id, p.format_time(now))
     if not others:
         return None
     start, end = _window(rules)
@@ -581,10 +583,11 @@ def _check_budget(
     funding = _funding(conn, rules, owner, home)
     if rules.budget is None:
         return funding
-    spent = budget_used(conn, program).get(funding, 0)
+    used = budget_used(conn, program)
     if funding in rules.allocations:
-        limit = rules.allocations[funding]
-    else:
+        spent, limit = used.get(funding, 0), rules.allocations[funding]
+    else:  # the owner pays for everyone outside the allocations, whoever funded it before
+        spent = sum(v for u, v in used.items() if u not in rules.allocations)
         limit = rules.budget - sum(rules.allocations.values())
     if spent + value > limit:
         raise BudgetExhausted("the budget is spent", funding_union=funding, left=limit - spent)
@@ -648,7 +651,7 @@ class Redemptions:
         period = _check_quota(  # 5.
             conn, rules, member_id=member.member_id, program=program, quantity=quantity, now=now
         )
-        other = _stacked(conn, member.member_id, program, rules)  # 6.
+        other = _stacked(conn, member.member_id, program, rules, now)  # 6.
         if other is not None:
             raise NotStackable(f"the member already received {other}, which does not stack")
         value = rules.unit_value * quantity  # 7.
@@ -695,7 +698,7 @@ class Redemptions:
         assert body["period"] == period
         renews = None if rules.quota_per is p.Per.PROGRAM else p.format_time(rules.period_end(now))
         left = rules.quota_count - quota_used(conn, member.member_id, program, period)
-        return Redeemed(recorded, False, row.name, max(left, 0), renews)  # (read back: cheap)
+        return Redeemed(recorded, False, rules.name, max(left, 0), renews)
 
     def answer_again(
         self,
@@ -723,7 +726,7 @@ class Redemptions:
     ) -> Redeemed:
         program = p.get_program(conn, row.program_id)
         version = p.version_at(conn, row.program_id, p.format_time(now))
-        name = program.name if program is not None else row.program_id
+        name = row.program_id if program is None else p.name_at(conn, program, p.format_time(now))
         if version is None:
             return Redeemed(row, repeated, name, 0, None)
         rules = version.rules
