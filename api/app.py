@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -91,7 +92,9 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         members=members,
         credentials=credentials,
-        redemptions=Redemptions(members),
+        redemptions=Redemptions(
+            members, reversal_window=timedelta(minutes=settings.reversal_window_minutes)
+        ),
         auth=auth.AuthService.for_settings(settings, engine, keyring),
     )
     assert services.auth is not None

@@ -44,6 +44,8 @@ class Settings:
     # Events per group commit at most (UNIONLEDGER_MAX_BATCH); 1 = a commit per command, the
     # baseline the benchmarks compare with.
     max_batch: int = 2000
+    # How long the redeeming station may reverse a redemption by itself (officials: always).
+    reversal_window_minutes: int = 30
 
     def __post_init__(self) -> None:
         if not self.public_url:
@@ -88,6 +90,9 @@ class Settings:
             log_origin=_origin(env.get(ENV_PREFIX + "LOG_ORIGIN", DEFAULT_LOG_ORIGIN)),
             public_url=_public_url(env.get(ENV_PREFIX + "PUBLIC_URL", "")),
             max_batch=_positive(env.get(ENV_PREFIX + "MAX_BATCH", "2000"), "MAX_BATCH"),
+            reversal_window_minutes=_positive(
+                env.get(ENV_PREFIX + "REVERSAL_WINDOW_MINUTES", "30"), "REVERSAL_WINDOW_MINUTES"
+            ),
         )
 
     def passphrase(self) -> str:

@@ -27,7 +27,8 @@ idempotency key. Commands run one after another in the single writer (the sequen
 also excludes other processes through the database), so two stations racing for the last unit
 get one success and one ``quota-used``.
 
-``RedemptionReversed`` undoes one: within :data:`REVERSAL_WINDOW` the redeeming station or an
+``RedemptionReversed`` undoes one: within the reversal window (:data:`REVERSAL_WINDOW` by
+default; ``UNIONLEDGER_REVERSAL_WINDOW_MINUTES`` for the server) the redeeming station or an
 official may; after it only an official, with a reason. Quota and budget are restored.
 
 Tables (projections): ``redemptions`` (one row per redemption, the entry index as its id),
@@ -597,8 +598,9 @@ def _check_budget(
 class Redemptions:
     """Redemption commands; ``members`` answers group questions."""
 
-    def __init__(self, members: m.Members) -> None:
+    def __init__(self, members: m.Members, *, reversal_window: timedelta = REVERSAL_WINDOW) -> None:
         self.members = members
+        self.reversal_window = reversal_window
 
     def redeem(
         self,
@@ -757,7 +759,7 @@ class Redemptions:
         if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
             raise Invalid("a reason is at most 200 characters")
         at = datetime.fromisoformat(row.at.replace("Z", "+00:00"))
-        if tx.now - at > REVERSAL_WINDOW:
+        if tx.now - at > self.reversal_window:
             if actor.role is Role.STATION:
                 raise ReversalWindowClosed("past the reversal window: ask an official")
             if not reason:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 import keys
 from api.cli import main
+from api.settings import ConfigError, Settings
 from ledger import members
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
@@ -261,3 +262,19 @@ def test_cli_verify_receipt(
     assert main(["verify-receipt", str(saved), "--public-key", wrong]) == 1
     assert main(["verify-receipt", str(tmp_path / "missing.json"), "--public-key", key]) == 2
     assert main(["verify-receipt", str(saved), "--public-key", "nonsense"]) == 2
+
+
+def test_the_reversal_window_is_a_setting(tmp_path: Path) -> None:
+    settings = Settings.load(
+        data_dir=tmp_path / "d",
+        environ={
+            "UNIONLEDGER_KEY_PASSPHRASE": "a long test passphrase",
+            "UNIONLEDGER_REVERSAL_WINDOW_MINUTES": "5",
+        },
+    )
+    assert settings.reversal_window_minutes == 5
+    with pytest.raises(ConfigError):
+        Settings.load(
+            data_dir=tmp_path / "d",
+            environ={"UNIONLEDGER_REVERSAL_WINDOW_MINUTES": "0"},
+        )
