@@ -190,3 +190,90 @@ class BadDisclosure(CredentialError):
 
     code = "bad-disclosure"
     step = 10
+
+
+# -- The station's offline records, cache and queue (station.py, station_queue.py) -------------
+
+
+class StationRecordError(VerifierError):
+    """An offline redemption record (or a batch of them) is refused (docs/station.md)."""
+
+    code = "invalid-station-record"
+
+
+class RecordMalformed(StationRecordError):
+    """Not a record of this format: the compact JWS, the canonical JSON, a member's type."""
+
+    code = "record-malformed"
+
+
+class RecordSignatureInvalid(StationRecordError):
+    """The device key's signature does not verify: the record was altered after signing."""
+
+    code = "record-bad-signature"
+
+
+class RecordUnknownKey(StationRecordError):
+    """The record's kid names no station key of the expected station."""
+
+    code = "record-unknown-key"
+
+
+class RecordKeyRevoked(StationRecordError):
+    """The device key could not sign at the record's time (revoked, not yet valid, expired)."""
+
+    code = "record-key-revoked"
+
+
+class RecordWrongStation(StationRecordError):
+    """The record names another station than the one syncing it."""
+
+    code = "record-wrong-station"
+
+
+class RecordClockSkew(StationRecordError):
+    """The record's time lies in the future, or before its predecessor's, beyond the leeway."""
+
+    code = "record-clock-skew"
+
+
+class RecordChainBroken(StationRecordError):
+    """``prev`` is not the hash of the device's previous record, or another device's chain."""
+
+    code = "record-chain-broken"
+
+
+class RecordGap(RecordChainBroken):
+    """A sequence number is missing."""
+
+    code = "record-gap"
+
+
+class RecordDuplicate(RecordChainBroken):
+    """A sequence number already seen (a resend, or a forked chain)."""
+
+    code = "record-duplicate"
+
+
+class RecordReordered(RecordChainBroken):
+    """The records are out of sequence order (the missing one comes later in the batch)."""
+
+    code = "record-reordered"
+
+
+class RecordReplayed(StationRecordError):
+    """A second record for a presentation already redeemed."""
+
+    code = "record-presentation-replayed"
+
+
+class StationCacheError(VerifierError):
+    """A provisioned item (program rules, a list) is malformed or does not fit the station."""
+
+    code = "station-cache-invalid"
+
+
+class StationQueueError(VerifierError):
+    """The local queue is another device's, damaged, or asked for an impossible change."""
+
+    code = "station-queue-error"
