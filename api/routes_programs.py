@@ -281,6 +281,7 @@ def redemption_out(
     *,
     name: str | None = None,
     done: r.Redeemed | None = None,
+    receipt: dict[str, Any] | None = None,
 ) -> RedemptionOut:
     return RedemptionOut(
         redemption=row.redemption,
@@ -299,7 +300,7 @@ def redemption_out(
         remaining=done.remaining if done else None,
         renews_at=done.renews_at if done else None,
         repeated=done.repeated if done else False,
-        receipt=_receipt(services, row.redemption),
+        receipt=receipt if receipt is not None else _receipt(services, row.redemption),
     )
 
 
@@ -357,7 +358,9 @@ def redeem(
                 verified = check(trust, lists)
         except CredentialError as e:
             raise r.PresentationRefused(str(e), reason=e.code, step=e.step) from None
-        done = services.sequencer.execute(
+        # The batch that commits it signs a checkpoint of its end and proves its entries from
+        # memory: the answer carries the receipt without an extra batch or tile reads.
+        done, receipts = services.sequencer.execute_with_receipts(
             lambda tx: services.redemptions.redeem(
                 tx,
                 actor,
@@ -367,10 +370,11 @@ def redeem(
                 key=body.idempotency_key,
             )
         )
+        if receipts:
+            receipt = json.loads(receipts[0].to_json())
+            return redemption_out(services, done.row, done=done, receipt=receipt)
     if done.repeated:
         response.status_code = 200
-    else:
-        services.sequencer.checkpoint()  # the receipt needs a checkpoint covering the entry
     return redemption_out(services, done.row, done=done)
 
 

@@ -6,15 +6,19 @@ import hashlib
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.errors import CommandFailed, NotCheckpointed, OutOfRange
 from ledger.projections import compare, event_counts, rebuild
-from ledger.sequencer import Event, Tx
+from ledger.sequencer import Event, Tx, batch_hash_at
 from tests.ledger.conftest import Ledger
 from verifier.checkpoint import verify_checkpoint
 from verifier.entry import GENESIS_PREV, parse_entry
 from verifier.errors import EntryError
 from verifier.merkle import (
+    CompactRange,
+    inclusion_proof,
     leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,
@@ -182,3 +186,53 @@ def test_receipt_before_any_checkpoint(database_url: str) -> None:
         lg.sequencer.close()
         lg.writer.dispose()
         lg.engine.dispose()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=600),
+    st.integers(min_value=1, max_value=300),
+    st.data(),
+)
+def test_batch_proofs_equal_proofs_over_the_whole_tree(
+    before: int, batch: int, data: st.DataObject
+) -> None:
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(before + batch)]
+    frontier = CompactRange()
+    for leaf in leaves[:before]:
+        frontier.append(leaf)
+    size = before + batch
+    hash_at = batch_hash_at(frontier, leaves[before:])
+
+    def whole(level: int, index: int) -> bytes:
+        return root_from_leaf_hashes(leaves[index << level : (index + 1) << level])
+
+    index = data.draw(st.integers(min_value=before, max_value=size - 1))
+    assert inclusion_proof(index, size, hash_at) == inclusion_proof(index, size, whole)
+
+
+def test_execute_with_receipts_proves_each_entry_at_once(ledger: Ledger) -> None:
+    ledger.append(37)
+    results: list[object] = []
+
+    def redeem(n: int) -> None:
+        results.append(
+            ledger.sequencer.execute_with_receipts(
+                lambda tx: [tx.append("TestAppended", "test", {"n": n, "k": k}) for k in range(2)]
+            )
+        )
+
+    threads = [threading.Thread(target=redeem, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 12
+    for entries, receipts in results:  # type: ignore[misc]
+        assert [r.index for r in receipts] == [e.index for e in entries]
+        for receipt in receipts:
+            proven = verify_receipt(receipt, ledger.verifier)
+            assert proven.index == receipt.index
+            assert receipt.entry == ledger.reader.entry(receipt.index)
+    # A command that appends nothing gets no receipt (and forces no checkpoint).
+    assert ledger.sequencer.execute_with_receipts(lambda tx: 7) == (7, [])
