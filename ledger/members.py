@@ -50,6 +50,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     insert,
     or_,
@@ -228,8 +229,11 @@ def _row(row: Any) -> MemberRow:
     )
 
 
+_MEMBER = select(members).where(members.c.member_id == bindparam("member"))
+
+
 def get_member(conn: Connection, member_id: str) -> MemberRow | None:
-    row = conn.execute(select(members).where(members.c.member_id == member_id)).first()
+    row = conn.execute(_MEMBER, {"member": member_id}).first()
     return None if row is None else _row(row)
 
 

@@ -36,7 +36,18 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Column, Connection, Integer, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 
 from ledger import unions
 from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
@@ -385,6 +396,22 @@ program_no_stack = Table(
 )
 
 
+# Read on every redemption: built once.
+_PROGRAM = select(programs).where(programs.c.program_id == bindparam("program"))
+_VERSION_AT = (
+    select(program_versions)
+    .where(
+        program_versions.c.program_id == bindparam("program"),
+        program_versions.c.effective <= bindparam("at"),
+    )
+    .order_by(program_versions.c.version.desc())
+    .limit(1)
+)
+_PAIRS = select(program_no_stack.c.other).where(
+    program_no_stack.c.program_id == bindparam("program")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ProgramRow:
     program_id: str
@@ -408,7 +435,7 @@ def _program(r: Any) -> ProgramRow:
 
 
 def get_program(conn: Connection, program_id: str) -> ProgramRow | None:
-    row = conn.execute(select(programs).where(programs.c.program_id == program_id)).first()
+    row = conn.execute(_PROGRAM, {"program": program_id}).first()
     return None if row is None else _program(row)
 
 
@@ -453,12 +480,7 @@ def versions(conn: Connection, program_id: str) -> list[Version]:
 
 def version_at(conn: Connection, program_id: str, at: str) -> Version | None:
     """The version in force at time ``at`` (RFC 3339 UTC), or None before the first."""
-    row = conn.execute(
-        select(program_versions)
-        .where(program_versions.c.program_id == program_id, program_versions.c.effective <= at)
-        .order_by(program_versions.c.version.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_VERSION_AT, {"program": program_id, "at": at}).first()
     if row is None:
         return None
     return Version(row.program_id, row.version, row.effective, stored_rules(row.rules))
@@ -497,9 +519,9 @@ def not_stacking(conn: Connection, program_id: str, at: str | None = None) -> li
     the versions in force decide."""
     if at is None:
         at = conn.execute(select(log_head.c.last_time).where(log_head.c.id == 1)).scalar() or ""
-    candidates = conn.execute(
-        select(program_no_stack.c.other).where(program_no_stack.c.program_id == program_id)
-    ).scalars()
+    candidates = list(conn.execute(_PAIRS, {"program": program_id}).scalars())
+    if not candidates:  # the common case: nothing declared either way
+        return []
     mine = version_at(conn, program_id, at)
     out = set()
     for other in candidates:

@@ -39,7 +39,7 @@ from decimal import Decimal
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Column, Connection, Index, String, Table, Text, select, update
+from sqlalchemy import Column, Connection, Index, String, Table, Text, bindparam, select, update
 
 import keys
 from ledger import unions
@@ -437,9 +437,12 @@ def _x_problem(kid: object, x: object) -> bool:
 # --- queries -----------------------------------------------------------------------------------
 
 
+_STATION = select(stations).where(stations.c.station_id == bindparam("station"))
+
+
 def get_station(conn: Connection, station_id: str) -> StationRow | None:
     """The station ``station_id``, open or closed, or ``None``."""
-    r = conn.execute(select(stations).where(stations.c.station_id == station_id)).first()
+    r = conn.execute(_STATION, {"station": station_id}).first()
     return None if r is None else _station(r)
 
 
