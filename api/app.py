@@ -22,6 +22,7 @@ from api import (
     routes_credentials,
     routes_log,
     routes_members,
+    routes_offline,
     routes_programs,
     routes_stations,
     routes_unions,
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_credentials.router)
     app.include_router(routes_programs.router)
     app.include_router(routes_stations.router)
+    app.include_router(routes_offline.router)
     app.include_router(routes_log.router)
     app.include_router(routes_web.router)
 

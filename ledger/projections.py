@@ -113,6 +113,7 @@ def default_projections() -> list[Projection]:
     members: a member's count lands on an existing union)."""
     from ledger.credentials import CredentialsProjection  # noqa: PLC0415
     from ledger.members import MembersProjection  # noqa: PLC0415  (domain modules import us)
+    from ledger.offline import OfflineProjection  # noqa: PLC0415
     from ledger.programs import ProgramsProjection  # noqa: PLC0415
     from ledger.redemptions import RedemptionsProjection  # noqa: PLC0415
     from ledger.stations import StationsProjection  # noqa: PLC0415
@@ -126,6 +127,7 @@ def default_projections() -> list[Projection]:
         StationsProjection(),
         ProgramsProjection(),
         RedemptionsProjection(),
+        OfflineProjection(),
     ]
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -391,6 +391,26 @@ class RedemptionsProjection:
                 )
             )
             self._usage(conn, body, +1)
+        elif entry.type == "OfflineRedemptionRecorded":  # synced offline (ledger/offline.py)
+            conn.execute(
+                insert(redemptions).values(
+                    redemption=entry.index,
+                    program_id=body["program"],
+                    version=body["version"],
+                    member_id=body["member"],
+                    station_id=body["station"],
+                    quantity=body["quantity"],
+                    value=body["value"],
+                    funding_union=body["funding"],
+                    operating_union=body["operating"],
+                    home_union=body["home"],
+                    period=body["period"],
+                    at=offline_time(body["offline_at"]),  # when it was handed out
+                    presentation=base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
+                    idempotency=_idempotency(body["station"], body["idempotency"]),
+                )
+            )
+            self._usage(conn, body, +1)
         elif entry.type == "RedemptionReversed":
             row = get_redemption(conn, body["redemption"])
             if row is None or row.reversed_at is not None:
@@ -593,6 +613,93 @@ def _check_budget(
     if spent + value > limit:
         raise BudgetExhausted("the budget is spent", funding_union=funding, left=limit - spent)
     return funding
+
+
+# -- judging a redemption at an earlier instant (offline records at sync, ledger/offline.py) --
+
+
+def offline_time(seconds: int) -> str:
+    """An offline record's ``iat`` (NumericDate) as an entry time (``redemptions.at``)."""
+    return p.format_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def station_allows(conn: Connection, rules: p.Rules, owner: str, station: Any) -> bool:
+    """Whether ``station`` (a stations row) may redeem a program of ``owner`` with ``rules``."""
+    return _station_allows(conn, rules, owner, station)
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """What :func:`judge_at` found for a redemption that passes every rule."""
+
+    version: int
+    period: str
+    value: int
+    funding: str
+    operating: str
+    home: str
+
+
+def judge_at(
+    conn: Connection,
+    members: m.Members,
+    *,
+    station_id: str,
+    program: str,
+    member_id: str,
+    quantity: int,
+    at: datetime,
+) -> Judged:
+    """Judge a redemption as if it were made at ``at`` (an offline record's time), with the
+    online command's checks 3 to 7: the version in force at ``at``, the program open then and
+    its period running that China day, the station open then and allowed, the quantity, the
+    member active (as the ledger stands now) and eligible at ``at``, the quota of the period
+    of ``at``, stacking in the program's period, the budget (as spent now).
+
+    Raises:
+        ProgramNotOpen, NotRedeemableHere, BadQuantity, NotAMember, NotEligible, QuotaUsed,
+        NotStackable, BudgetExhausted.
+    """
+    from ledger.stations import get_station  # noqa: PLC0415  (stations import nothing of ours)
+
+    stamp = p.format_time(at)
+    row = p.get_program(conn, program)
+    version = None if row is None else p.version_at(conn, program, stamp)
+    if row is None or version is None:
+        raise ProgramNotOpen(f"no program {program!r} at {stamp}")
+    rules = version.rules
+    closed = row.status != "open" and (row.closed_at is None or row.closed_at <= stamp)
+    if closed or not rules.runs_on(at.astimezone(p.CHINA).date()):
+        raise ProgramNotOpen(
+            "the program was not open then",
+            opens=rules.start.isoformat(),
+            closes=rules.until.isoformat(),
+            status=row.status,
+        )
+    place = get_station(conn, station_id)
+    if place is None or (place.closed_at is not None and place.closed_at <= stamp):
+        raise NotRedeemableHere("this station is not registered or was closed")
+    if not _station_allows(conn, rules, row.owner, place):
+        raise NotRedeemableHere("this program cannot be redeemed at this station")
+    if type(quantity) is not int or not 1 <= quantity <= rules.max_quantity:
+        raise BadQuantity(f"the quantity is 1 to {rules.max_quantity}")
+    member = m.get_member(conn, member_id)
+    if member is None or member.status != m.Status.ACTIVE:
+        raise NotAMember("not an active member")
+    why = _eligible(conn, members, version, row.owner, member, now=at)
+    if why is not None:
+        raise NotEligible(why)
+    period = _check_quota(
+        conn, rules, member_id=member_id, program=program, quantity=quantity, now=at
+    )
+    other = _stacked(conn, member_id, program, rules, at)
+    if other is not None:
+        raise NotStackable(f"the member already received {other}, which does not stack")
+    value = rules.unit_value * quantity
+    funding = _check_budget(
+        conn, rules, owner=row.owner, home=member.union_code, program=program, value=value
+    )
+    return Judged(version.version, period, value, funding, place.union_code, member.union_code)
 
 
 class Redemptions:

@@ -25,7 +25,9 @@ from sqlalchemy import (
     select,
 )
 
-SCHEMA_VERSION = "5"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs
+SCHEMA_VERSION = (
+    "6"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline
+)
 
 metadata = MetaData()
 
@@ -88,6 +90,7 @@ def init_schema(engine: Engine) -> None:
     from ledger import (  # noqa: F401, PLC0415  (register their tables)
         credentials,
         members,
+        offline,
         programs,
         redemptions,
         stations,

@@ -407,6 +407,10 @@ TABLE: list[Spec] = [
         ST_OUT,
         order=5,
     ),
+    # offline stations: provisioning, sync (the station itself), review
+    Spec("GET", "/v1/stations/{station_id}/provision", READ_STATION, ST_IN, ST_OUT),
+    Spec("POST", "/v1/stations/{station_id}/sync", STATION_ONLY, ST_IN, body={"records": []}),
+    Spec("GET", "/v1/offline/conflicts", READ_UNION, {"union": "G-IN"}, {"union": "G-OUT"}),
     # programs, entitlements and redemptions
     Spec(
         "POST",

@@ -1,0 +1,259 @@
+"""Offline sync over HTTP against a running server: records accepted per second.
+
+    python -m bench sync      # SQLite; BENCH_SYNC_RECORDS (default 20000), BENCH_SYNC_DEVICES (8)
+
+The setup writes a data directory (SQLite): a small tree, stations each with a login key (in the
+keyring) and an offline device key (on the ledger), members, and a no-cost program with a
+large daily quota. This process then signs every device's chain of offline records (compact
+JWS, verifier.station.sign_record) and measures, in the same run:
+
+- the raw Ed25519 verification rate of those records' signatures (one core, this process);
+- ``verify_record`` on each (parse, canonical JSON, claims, signature: one core);
+- sync: ``unionledger serve`` in a subprocess, one client thread per device uploading its
+  chain in batches of 1,000 (``POST /v1/stations/{id}/sync``), every record verified, judged
+  and recorded (one ``OfflineRedemptionRecorded`` each) before the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import keys
+from api.app import create_app
+from api.bootstrap import init_data_dir
+from api.settings import Settings
+from bench.bench_redemption import _free_port, _serve, _station_token, _wait
+from ledger import programs, stations, unions
+from ledger.domain import SYSTEM
+from ledger.vault import PersonalData
+from verifier.station import (
+    GENESIS,
+    RecordClaims,
+    sign_record,
+    station_key_records,
+    verify_record,
+)
+
+PASS = "bench redemption passphrase"  # bench_redemption's _serve passes this one
+RECORDS = int(os.environ.get("BENCH_SYNC_RECORDS", "20000"))
+DEVICES = int(os.environ.get("BENCH_SYNC_DEVICES", "8"))
+BATCH = 1000
+MEMBERS = 200
+PROGRAM = "BENCH-OFFLINE-WATER"
+
+
+def _setup(folder: Path) -> tuple[Settings, dict[str, str], dict[str, keys.PrivateKey], list[str]]:
+    """The data directory; login seeds; offline device keys (on the ledger); member ids."""
+    from ledger.identity import synthetic_id_number  # noqa: PLC0415
+
+    settings = Settings.load(data_dir=folder / "data", environ={"UNIONLEDGER_KEY_PASSPHRASE": PASS})
+    now = keys.utc_now()
+    init_data_dir(settings, now, kdf=keys.KdfParams.fastest())
+    logins = {f"ST-{i:03d}": keys.PrivateKey.generate() for i in range(DEVICES)}
+    store = keys.KeyStore(settings.data_dir)
+    with store.locked():
+        ring = store.load(PASS)
+        for station, login in logins.items():
+            ring, _ = ring.register(
+                keys.Role.STATION, login.public_key, now - timedelta(hours=1), scope=station
+            )
+        store.save(ring, PASS)
+    app = create_app(settings)
+    services = app.state.services
+    run = services.sequencer.execute
+    for code, kind, parent in (
+        ("100000", "national", None),
+        ("110000", "provincial", "100000"),
+        ("G-BENCH", "enterprise", "110000"),
+    ):
+        run(
+            lambda tx, c=code, k=kind, p=parent: unions.create_union(
+                tx, SYSTEM, code=c, name=f"工会{c}", kind=k, parent=p
+            )
+        )
+    devices = {}
+    for station in logins:
+        run(
+            lambda tx, s=station: stations.register_station(
+                tx, SYSTEM, station=s, name=f"驿站{s}", kind="union_station", union="110000"
+            )
+        )
+        devices[station] = keys.PrivateKey.generate()
+        run(
+            lambda tx, s=station: stations.register_station_key(
+                tx, SYSTEM, station=s, jwk=devices[s].public_key
+            )
+        )
+    today = datetime.now(programs.CHINA).date()
+    rules = {
+        "name": "bench offline water",
+        "kind": "universal",
+        "period": {"from": today.isoformat(), "until": (today + timedelta(days=2)).isoformat()},
+        "quota": {"count": 1000, "per": "day"},
+        "unit_value": 0,
+        "offline": {"allowed": True, "per_member_per_day": 1000, "station_daily_value": 0},
+    }
+    run(
+        lambda tx: programs.create_program(tx, SYSTEM, program=PROGRAM, owner="100000", rules=rules)
+    )
+    import random  # noqa: PLC0415
+
+    rng = random.Random(7)  # synthetic data
+    members = []
+    for i in range(MEMBERS):
+        person = PersonalData(name="测试", id_number=synthetic_id_number(rng), phone=f"139{i:08d}")
+        members.append(
+            run(
+                lambda tx, p=person: services.members.enrol(
+                    tx, SYSTEM, union_code="G-BENCH", person=p
+                )
+            ).member_id
+        )
+    services.sequencer.close()
+    services.engine.dispose()
+    return settings, {s: k.seed().hex() for s, k in logins.items()}, devices, members
+
+
+def _chains(
+    devices: dict[str, keys.PrivateKey], members: list[str], start: int
+) -> dict[str, list[str]]:
+    """Each device's chain of offline records, twenty a second from ``start`` on."""
+    per = RECORDS // len(devices)
+    out: dict[str, list[str]] = {}
+    n = 0
+    for station, key in devices.items():
+        prev, tokens = GENESIS, []
+        for seq in range(1, per + 1):
+            n += 1
+            claims = RecordClaims(
+                station=station,
+                seq=seq,
+                prev=prev,
+                program=PROGRAM,
+                version=1,
+                quantity=1,
+                value=0,
+                presentation=keys.b64url_encode(n.to_bytes(32, "big")),
+                member=members[n % len(members)],
+                home="G-BENCH",
+                iat=start + seq // 20,
+                clk=start + seq // 20,
+            )
+            record = sign_record(claims, key)
+            prev = record.hash
+            tokens.append(record.token)
+        out[station] = tokens
+    return out
+
+
+def _raw_rates(
+    devices: dict[str, keys.PrivateKey], chains: dict[str, list[str]]
+) -> tuple[float, float]:
+    """(bare Ed25519 verifications/s, verify_record/s) over the same records, one core."""
+    now = keys.utc_now()
+    items = []
+    for station, tokens in chains.items():
+        public = devices[station].public_key
+        record = keys.KeyRecord(
+            kid=public.key_id,
+            role=keys.Role.STATION,
+            public_key=public,
+            not_before=now - timedelta(days=1),
+            scope=station,
+        )
+        ring = station_key_records([record], station)
+        for token in tokens:
+            head, claims, sig = token.split(".")
+            items.append(
+                (
+                    station,
+                    ring,
+                    public,
+                    token,
+                    f"{head}.{claims}".encode(),
+                    keys.b64url_decode(sig),
+                )
+            )
+    start = time.perf_counter()
+    for _, _, public, _, message, raw in items:
+        public.verify(raw, message)
+    bare = len(items) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for station, ring, _, token, _, _ in items:
+        verify_record(token, ring, expected_station=station, now=now)
+    full = len(items) / (time.perf_counter() - start)
+    return bare, full
+
+
+def _upload(url: str, station: str, token: str, tokens: list[str], out: dict[str, Any]) -> None:
+    counts: dict[str, int] = {}
+    latencies = []
+    with httpx.Client(base_url=url, timeout=300) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        for i in range(0, len(tokens), BATCH):
+            t = time.perf_counter()
+            answer = client.post(
+                f"/v1/stations/{station}/sync",
+                json={"records": tokens[i : i + BATCH]},
+                headers=headers,
+            )
+            latencies.append(time.perf_counter() - t)
+            answer.raise_for_status()
+            for status, n in answer.json()["counts"].items():
+                counts[status] = counts.get(status, 0) + n
+    out[station] = (counts, latencies)
+
+
+def run() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="ul-bench-sync-"))
+    print(f"setup: {MEMBERS} members, {DEVICES} stations with an offline device key (SQLite) ...")
+    settings, seeds, devices, members = _setup(folder)
+    start = int(datetime.now(UTC).timestamp()) + 1  # after the keys' registration; at most
+    # RECORDS / DEVICES / 20 s ahead: within the 5 minutes a record may be in the future
+    chains = _chains(devices, members, start)
+    total = sum(len(c) for c in chains.values())
+    bare, full = _raw_rates(devices, chains)
+    print(f"raw Ed25519 verify (this process, 1 core): {bare:>10,.0f} records/s")
+    print(f"verify_record      (this process, 1 core): {full:>10,.0f} records/s")
+    port = _free_port()
+    server = _serve(settings, port, 2000)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url)
+        tokens = {s: _station_token(url, s, seed) for s, seed in seeds.items()}
+        out: dict[str, Any] = {}
+        threads = [
+            threading.Thread(target=_upload, args=(url, s, tokens[s], chains[s], out))
+            for s in chains
+        ]
+        t0 = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    counts: dict[str, int] = {}
+    latencies: list[float] = []
+    for c, lat in out.values():
+        latencies += lat
+        for status, n in c.items():
+            counts[status] = counts.get(status, 0) + n
+    accepted = counts.get("accepted", 0)
+    print(
+        f"sync over HTTP (1 server, {DEVICES} devices, batches of {BATCH}): {total:,} records in"
+        f" {elapsed:.1f} s = {accepted / elapsed:>8,.0f} accepted records/s"
+        f"   batch p50 {statistics.median(latencies) * 1000:.0f} ms   answers: {counts}"
+    )
+    print(f"accepted / raw Ed25519 rate: {accepted / elapsed / bare:.2f}   (target: >= 20,000/s)")

@@ -1,0 +1,315 @@
+"""Offline sync, the server side: a station provisioned over HTTP judges real QR presentations
+offline with verifier.station, signs records with a device key registered on the ledger, and
+syncs them: accepted ones count against quota, conflicts are recorded and never dropped,
+resends are duplicates, a cut batch resumes, broken chains and a revoked key are refused and
+listed for review; the projections always equal a rebuild."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import keys
+from ledger import stations
+from ledger.accounts import PasswordCost, create_account
+from ledger.domain import SYSTEM
+from ledger.projections import compare, default_projections
+from ledger.redemptions import quota_used
+from tests.api.redemption_world import World, build_world
+from verifier.entry import parse_entry
+from verifier.station import (
+    GENESIS,
+    Accept,
+    LocalCounters,
+    StationCache,
+    StationInfo,
+    judge,
+    sign_record,
+)
+
+OFFLINE = {"allowed": True, "per_member_per_day": 100, "station_daily_value": 10**8}
+STATION = "ST-BJ-1"
+
+
+@dataclass
+class Device:
+    """A station device: its key (registered on the ledger) and its chain."""
+
+    key: keys.PrivateKey
+    cache: StationCache
+    world: World
+    seq: int = 0
+    prev: str = GENESIS
+    clock: int = 0
+
+    def record(self, program: str) -> str:
+        """Scan a fresh QR code offline, judge it, sign the record; one second later each."""
+        self.clock = max(self.clock + 1, int(time.time()) + 1)  # after the key's registration
+        at = datetime.fromtimestamp(self.clock, UTC)
+        text, _ = self.world.qr(now=at)
+        decision = judge(
+            text,
+            program=program,
+            quantity=1,
+            cache=self.cache,
+            counters=lambda *_: LocalCounters(),
+            now=at,
+        )
+        assert isinstance(decision, Accept), decision
+        self.seq += 1
+        signed = sign_record(decision.redemption.claims(self.seq, self.prev), self.key)
+        self.prev = signed.hash
+        return signed.token
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str) -> Iterator[tuple[World, TestClient]]:
+    built = build_world(tmp_path, database_url)
+    with TestClient(built.app, raise_server_exceptions=False) as client:
+        built.register_holder(client)
+        yield built, client
+
+
+def device(w: World, client: TestClient, station: str = STATION) -> Device:
+    key = keys.PrivateKey.generate()
+    w.run(lambda tx: stations.register_station_key(tx, SYSTEM, station=station, jwk=key.public_key))
+    answer = client.get(
+        f"/v1/stations/{station}/provision", headers=w.station_token(client, station)
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    now = keys.utc_now()
+    root = w.services.keyring.current(keys.Role.ROOT, now).public_key
+    cache = StationCache.provision(
+        station=StationInfo(body["station"]["station_id"], body["station"]["kind"]),
+        trust_list=body["trust_list"],
+        roots=root,
+        status_lists=body["status_lists"],
+        programs=body["programs"],
+        now=now,
+    )
+    return Device(key, cache, w)
+
+
+def sync(w: World, client: TestClient, records: list[str], station: str = STATION) -> Any:
+    answer = client.post(
+        f"/v1/stations/{station}/sync",
+        json={"records": records},
+        headers=w.station_token(client, station),
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [i["index"] for i in body["items"]] == list(range(len(records)))  # all answered
+    return body
+
+
+def statuses(body: Any) -> list[tuple[str, str | None]]:
+    return [(i["status"], i["reason"]) for i in body["items"]]
+
+
+def events(w: World, type_: str) -> list[Mapping[str, Any]]:
+    reader = w.services.reader
+    return [e.body for e in map(parse_entry, reader.entries(0, reader.size())) if e.type == type_]
+
+
+def auditor(w: World, client: TestClient) -> dict[str, str]:
+    with w.services.engine.begin() as conn:
+        create_account(
+            conn,
+            username="auditor-1",
+            password="a good password 1",
+            role="auditor",
+            scope=None,
+            now=0,
+            cost=PasswordCost.fastest(),
+        )
+    r = client.post(
+        "/v1/auth/login", json={"username": "auditor-1", "password": "a good password 1"}
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def used(w: World, program: str) -> int:
+    with w.services.engine.connect() as conn:
+        return quota_used(conn, w.member_id, program, "program")
+
+
+def same_as_rebuild(w: World) -> None:
+    assert compare(w.services.engine, default_projections()) == []
+
+
+def test_provision_lists_offline_programs_and_heads(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    w.program("SH-ONLY", owner="310000")  # another province: not redeemable at ST-BJ-1
+    d = device(w, client)
+    assert set(d.cache.programs) == {"OFF-WATER"}
+    assert d.cache.programs["OFF-WATER"].allowed
+    assert d.cache.staleness(keys.utc_now()).ok
+
+
+def test_sync_accepts_counts_and_is_idempotent(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    records = [d.record("OFF-WATER") for _ in range(3)]
+    body = sync(w, client, records)
+    assert statuses(body) == [("accepted", None)] * 3
+    assert [i["seq"] for i in body["items"]] == [1, 2, 3]
+    assert body["heads"] == [
+        {
+            "kid": d.key.key_id,
+            "seq": 3,
+            "hash": d.prev,
+            "iat": d.clock,
+            "entry": body["items"][2]["entry"],
+        }
+    ]
+    recorded = events(w, "OfflineRedemptionRecorded")
+    assert [(e["seq"], e["kid"], e["member"], e["period"]) for e in recorded] == [
+        (s, d.key.key_id, w.member_id, "program") for s in (1, 2, 3)
+    ]
+    assert recorded[0]["offline_at"] == d.clock - 2 == recorded[2]["offline_at"] - 2
+    assert used(w, "OFF-WATER") == 3
+    size = w.services.reader.size()
+    again = sync(w, client, records)  # the same batch again: nothing appended twice
+    assert statuses(again) == [("duplicate", None)] * 3
+    assert [i["entry"] for i in again["items"]] == [i["entry"] for i in body["items"]]
+    assert w.services.reader.size() == size
+    assert used(w, "OFF-WATER") == 3
+    same_as_rebuild(w)
+
+
+def test_a_cut_batch_resumes(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    records = [d.record("OFF-WATER") for _ in range(6)]
+    sync(w, client, records[:4])  # the connection was cut after the server committed these
+    body = sync(w, client, records)
+    assert statuses(body) == [("duplicate", None)] * 4 + [("accepted", None)] * 2
+    assert used(w, "OFF-WATER") == 6
+    assert body["heads"][0]["seq"] == 6
+    same_as_rebuild(w)
+
+
+def test_quota_used_online_meanwhile_is_a_conflict_never_dropped(
+    world: tuple[World, TestClient],
+) -> None:
+    w, client = world
+    w.program("OFF-ONCE", offline=OFFLINE)  # once per member
+    d = device(w, client)
+    offline = d.record("OFF-ONCE")  # handed out offline at ST-BJ-1...
+    online = client.post(  # ...and online at ST-BJ-2 before the sync
+        "/v1/redemptions",
+        json=w.redeem_body("OFF-ONCE", "k-1"),
+        headers=w.station_token(client, "ST-BJ-2"),
+    )
+    assert online.status_code == 201, online.text
+    body = sync(w, client, [offline])
+    assert statuses(body) == [("conflict", "quota-used")]
+    conflict = events(w, "OfflineRedemptionConflicted")
+    assert len(conflict) == 1
+    assert (conflict[0]["member"], conflict[0]["reason"], conflict[0]["seq"]) == (
+        w.member_id,
+        "quota-used",
+        1,
+    )
+    assert used(w, "OFF-ONCE") == 1  # a conflict is not counted
+    assert sync(w, client, [offline])["items"][0]["status"] == "duplicate"
+    review = client.get("/v1/offline/conflicts", headers=auditor(w, client))
+    assert review.status_code == 200, review.text
+    items = review.json()["items"]
+    assert [(i["status"], i["reason"], i["member_id"]) for i in items] == [
+        ("conflict", "quota-used", w.member_id)
+    ]
+    assert body["heads"][0]["seq"] == 1  # the chain goes on past a conflict
+    same_as_rebuild(w)
+
+
+def test_tampered_gap_and_reordered_are_refused(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    r = [d.record("OFF-WATER") for _ in range(5)]
+    header, claims, signature = r[0].split(".")
+    flipped = claims[:10] + ("A" if claims[10] != "A" else "B") + claims[11:]
+    tampered = f"{header}.{flipped}.{signature}"
+    body = sync(w, client, [tampered])
+    assert body["items"][0]["status"] == "refused"
+    assert body["items"][0]["reason"] in ("record-bad-signature", "record-malformed")
+    body = sync(w, client, [r[0], r[2]])  # seq 2 missing
+    assert statuses(body) == [("accepted", None), ("refused", "record-gap")]
+    body = sync(w, client, [r[2], r[1], r[3]])  # 3 before 2: the batch stops there
+    assert statuses(body) == [("refused", "record-reordered")] + [("refused", "not-judged")] * 2
+    assert body["items"][1]["entry"] is None  # not judged: nothing recorded, resend it
+    size = w.services.reader.size()
+    again = sync(w, client, [r[2], r[1]])  # the same refusal is not appended twice
+    assert statuses(again) == [("refused", "record-reordered"), ("refused", "not-judged")]
+    assert again["items"][0]["entry"] == body["items"][0]["entry"]
+    assert w.services.reader.size() == size
+    body = sync(w, client, r)  # the mended upload
+    assert statuses(body) == [("duplicate", None)] + [("accepted", None)] * 4
+    refused = events(w, "OfflineRecordRefused")
+    assert [e["reason"] for e in refused][1:] == ["record-gap", "record-reordered"]
+    assert "member" not in refused[0]
+    assert used(w, "OFF-WATER") == 5
+    same_as_rebuild(w)
+
+
+def test_records_after_the_key_is_revoked_are_refused_and_listed(
+    world: tuple[World, TestClient],
+) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    before = [d.record("OFF-WATER") for _ in range(2)]
+    while time.time() < d.clock + 1:  # revoked after those records' second (keys: whole s)
+        time.sleep(0.05)
+    w.run(
+        lambda tx: stations.revoke_station_key(
+            tx, SYSTEM, station=STATION, kid=d.key.key_id, reason="设备被盗"
+        )
+    )
+    after = [d.record("OFF-WATER") for _ in range(2)]
+    body = sync(w, client, before + after)
+    assert statuses(body) == [("accepted", None)] * 2 + [("refused", "record-key-revoked")] * 2
+    assert used(w, "OFF-WATER") == 2
+    review = client.get("/v1/offline/conflicts", headers=auditor(w, client)).json()["items"]
+    assert [(i["status"], i["reason"], i["seq"], i["station"]) for i in review] == [
+        ("refused", "record-key-revoked", 3, STATION),
+        ("refused", "record-key-revoked", 4, STATION),
+    ]
+    same_as_rebuild(w)
+
+
+def test_only_the_station_itself_syncs(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    answer = client.post(
+        "/v1/stations/ST-BJ-2/sync",
+        json={"records": []},
+        headers=w.station_token(client, STATION),
+    )
+    assert answer.status_code == 404
+    too_many = client.post(
+        f"/v1/stations/{STATION}/sync",
+        json={"records": ["x"] * 1001},
+        headers=w.station_token(client, STATION),
+    )
+    assert too_many.status_code == 422
+
+
+def test_garbage_is_refused_not_dropped(world: tuple[World, TestClient]) -> None:
+    w, client = world
+    body = sync(w, client, ["not a record", "é.é.é"])
+    assert statuses(body) == [("refused", "record-malformed")] * 2
+    assert len(events(w, "OfflineRecordRefused")) == 2
+    same_as_rebuild(w)
