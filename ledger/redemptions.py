@@ -128,6 +128,7 @@ _SEEN = select(redemptions.c.redemption, redemptions.c.idempotency).where(
 _CREDENTIAL = select(credentials.c.revoked_at).where(
     credentials.c.credential_hash == bindparam("hash")
 )
+_INSERT = insert(redemptions)
 _BUMP_QUOTA = (
     update(quota_usage)
     .where(
@@ -371,44 +372,27 @@ class RedemptionsProjection:
 
     def apply(self, conn: Connection, entry: Entry) -> None:
         body = entry.body
-        if entry.type == "RedemptionRecorded":
+        if entry.type in ("RedemptionRecorded", "OfflineRedemptionRecorded"):
+            offline = entry.type == "OfflineRedemptionRecorded"  # synced (ledger/offline.py)
             conn.execute(
-                insert(redemptions).values(
-                    redemption=entry.index,
-                    program_id=body["program"],
-                    version=body["version"],
-                    member_id=body["member"],
-                    station_id=body["station"],
-                    quantity=body["quantity"],
-                    value=body["value"],
-                    funding_union=body["funding"],
-                    operating_union=body["operating"],
-                    home_union=body["home"],
-                    period=body["period"],
-                    at=entry.time,
-                    presentation=base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
-                    idempotency=_idempotency(body["station"], body["idempotency"]),
-                )
-            )
-            self._usage(conn, body, +1)
-        elif entry.type == "OfflineRedemptionRecorded":  # synced offline (ledger/offline.py)
-            conn.execute(
-                insert(redemptions).values(
-                    redemption=entry.index,
-                    program_id=body["program"],
-                    version=body["version"],
-                    member_id=body["member"],
-                    station_id=body["station"],
-                    quantity=body["quantity"],
-                    value=body["value"],
-                    funding_union=body["funding"],
-                    operating_union=body["operating"],
-                    home_union=body["home"],
-                    period=body["period"],
-                    at=offline_time(body["offline_at"]),  # when it was handed out
-                    presentation=base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
-                    idempotency=_idempotency(body["station"], body["idempotency"]),
-                )
+                _INSERT,
+                {
+                    "redemption": entry.index,
+                    "program_id": body["program"],
+                    "version": body["version"],
+                    "member_id": body["member"],
+                    "station_id": body["station"],
+                    "quantity": body["quantity"],
+                    "value": body["value"],
+                    "funding_union": body["funding"],
+                    "operating_union": body["operating"],
+                    "home_union": body["home"],
+                    "period": body["period"],
+                    # an offline redemption happened when the station handed it out
+                    "at": offline_time(body["offline_at"]) if offline else entry.time,
+                    "presentation": base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
+                    "idempotency": _idempotency(body["station"], body["idempotency"]),
+                },
             )
             self._usage(conn, body, +1)
         elif entry.type == "RedemptionReversed":
