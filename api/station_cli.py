@@ -7,7 +7,8 @@
 - ``redeem``: online (``POST /v1/redemptions``) when the server answers, else offline: judged
   with the cache and the queue's counters, signed and queued (pending);
 - ``sync``: upload the pending records (batches of at most 1,000) and mark them;
-- ``status``: pending records, last sync, the cache's staleness, today's offline counters.
+- ``status``: pending records, last sync, the cache's staleness, today's offline counters;
+- ``serve``: the station app, a page and a JSON API on 127.0.0.1 (:mod:`api.station_app`).
 
 The station directory holds ``station.json`` (the server, the station, the device key file's
 path, the pinned root keys, the provisioning answer and when it was fetched, the last sync)
@@ -66,6 +67,10 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "add_station_commands",
+    "redeem_text",
+    "status_doc",
+    "sync_dir",
+    "verify_text",
 ]
 
 EXIT_OK = 0
@@ -373,18 +378,21 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    state = StationDir(args.dir).state()
-    text = _text(args.text)
+# -- the operations, as callable functions (the CLI and the station app, api/station_app.py) ---
+
+
+def verify_text(directory: str, text: str) -> dict[str, Any]:
+    """Verify a presentation offline with the cached lists. ``valid``, ``exit`` (the CLI's exit
+    code), and either the member's facts or ``code`` and ``message`` (why it is refused)."""
+    state = StationDir(directory).state()
     cache = _cache(state)
     clock = _device_clock()
     key = _load_key(state["device_key"])
-    with StationDir(args.dir).queue(state["station"], key) as queue:
+    with StationDir(directory).queue(state["station"], key) as queue:
         now = queue.station_time(clock)
     trust = cache.trust_list_item(now)
     if trust.stale:
-        print(f"refused: {STALE_CACHE}: {trust.words}")
-        return EXIT_STALE
+        return _refused(EXIT_STALE, STALE_CACHE, trust.words)
     try:
         verified = verify_presentation(
             text,
@@ -396,60 +404,85 @@ def cmd_verify(args: argparse.Namespace) -> int:
             status_max_age=cache.max_ages.status_list,
         )
     except StatusListStale as e:
-        print(f"refused: {STALE_CACHE}: {e}: this station's copy is missing or stale ({e.code})")
-        return EXIT_STALE
+        message = f"{e}: this station's copy is missing or stale ({e.code})"
+        return _refused(EXIT_STALE, STALE_CACHE, message)
     except CredentialError as e:
-        print(f"refused: {e.code} (check {e.step}): {e}")
-        return EXIT_FAILED
-    groups = ", ".join(sorted(verified.groups)) or "none disclosed"
-    print(f"valid: member {verified.member_id}")
-    print(f"  home union {verified.home_union}, issued by union {verified.issuer_union}")
-    print(f"  groups: {groups}")
-    print(f"  credential expires {keys.format_rfc3339(verified.expires_at)}")
-    return EXIT_OK
+        return _refused(EXIT_FAILED, e.code, f"{e}", step=e.step)
+    return {
+        "valid": True,
+        "exit": EXIT_OK,
+        "member": verified.member_id,
+        "home_union": verified.home_union,
+        "issuer_union": verified.issuer_union,
+        "groups": sorted(verified.groups),
+        "expires_at": keys.format_rfc3339(verified.expires_at),
+    }
+
+
+def _refused(exit_code: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"valid": False, "exit": exit_code, "code": code, "message": message, **extra}
 
 
 def _redeem_online(
-    state: Mapping[str, Any], key: keys.PrivateKey, args: argparse.Namespace, text: str
-) -> int:
-    server = Server(state["server"], args.timeout)
+    state: Mapping[str, Any],
+    key: keys.PrivateKey,
+    text: str,
+    *,
+    program: str,
+    quantity: int,
+    timeout: float,
+) -> dict[str, Any]:
+    server = Server(state["server"], timeout)
     server.login(state["station"], key)
     answer = server.request(
         "POST",
         "/v1/redemptions",
         {
             "presentation": text,
-            "program": args.program,
-            "quantity": args.quantity,
+            "program": program,
+            "quantity": quantity,
             "idempotency_key": str(uuid.uuid4()),
         },
     )
     if not answer.ok:
-        print(f"refused: {answer.problem()}")
-        return EXIT_FAILED
+        body = answer.body if isinstance(answer.body, dict) else {}
+        slug = str(body.get("type") or f"http-{answer.status}").rsplit("/", 1)[-1]
+        code = str(body.get("reason") or slug)
+        return {**_refused(EXIT_FAILED, code, answer.problem()), "mode": "online"}
     r = answer.body
-    print(
-        f"redeemed online: redemption {r['redemption']}, {r['program_name']} ({r['program']}"
-        f" v{r['version']}), quantity {r['quantity']}, {_yuan(int(r['value']))},"
-        f" member {r['member_id']}"
-    )
-    if r.get("remaining") is not None:
-        renews = f", renews {r['renews_at']}" if r.get("renews_at") else ""
-        print(f"  quota left: {r['remaining']}{renews}")
-    return EXIT_OK
+    return {
+        "redeemed": True,
+        "exit": EXIT_OK,
+        "mode": "online",
+        "redemption": r["redemption"],
+        "program": r["program"],
+        "program_name": r["program_name"],
+        "version": r["version"],
+        "quantity": r["quantity"],
+        "value": int(r["value"]),
+        "member": r["member_id"],
+        "remaining": r.get("remaining"),
+        "renews_at": r.get("renews_at"),
+    }
 
 
 def _redeem_offline(
-    state: Mapping[str, Any], key: keys.PrivateKey, args: argparse.Namespace, text: str
-) -> int:
+    directory: str,
+    state: Mapping[str, Any],
+    key: keys.PrivateKey,
+    text: str,
+    *,
+    program: str,
+    quantity: int,
+) -> dict[str, Any]:
     cache = _cache(state)
     clock = _device_clock()
-    with StationDir(args.dir).queue(state["station"], key) as queue:
+    with StationDir(directory).queue(state["station"], key) as queue:
         now = queue.station_time(clock)
         result = queue.scan(
             text,
-            program=args.program,
-            quantity=args.quantity,
+            program=program,
+            quantity=quantity,
             cache=cache,
             now=now,
             key=key,
@@ -457,31 +490,57 @@ def _redeem_offline(
         )
         pending = queue.summary()["pending"]
     if isinstance(result, Refusal):
-        extra = ", ".join(f"{k} {v}" for k, v in result.extra.items())
-        print(f"refused: {result.code}: {result.message}" + (f" ({extra})" if extra else ""))
-        return EXIT_STALE if result.code == STALE_CACHE else EXIT_FAILED
-    print(
-        f"redeemed offline (pending sync): record {result.seq}, {result.program},"
-        f" quantity {result.quantity}, {_yuan(result.value)}, member {result.member}"
-    )
-    print(f"  {pending} record(s) pending")
-    return EXIT_OK
+        exit_code = EXIT_STALE if result.code == STALE_CACHE else EXIT_FAILED
+        extra = {str(k): v for k, v in result.extra.items()}
+        return {
+            **_refused(exit_code, result.code, result.message, extra=extra),
+            "mode": "offline",
+            "pending": pending,
+        }
+    return {
+        "redeemed": True,
+        "exit": EXIT_OK,
+        "mode": "offline",
+        "seq": result.seq,
+        "program": result.program,
+        "quantity": result.quantity,
+        "value": result.value,
+        "member": result.member,
+        "pending": pending,
+    }
 
 
-def cmd_redeem(args: argparse.Namespace) -> int:
-    if not 1 <= args.quantity <= 1000:
+def redeem_text(
+    directory: str,
+    text: str,
+    *,
+    program: str,
+    quantity: int = 1,
+    mode: str = "auto",
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Redeem online, or offline when ``mode`` is ``offline`` or (``auto``) the server cannot
+    be reached (``unreachable`` then says why). Raises :class:`Unreachable` in ``online`` mode."""
+    if not 1 <= quantity <= 1000:
         raise CommandError(EXIT_USAGE, "--quantity must be from 1 to 1000")
-    state = StationDir(args.dir).state()
-    text = _text(args.text)
+    if mode not in ("auto", "online", "offline"):
+        raise CommandError(EXIT_USAGE, f"mode {mode!r}: auto, online or offline")
+    state = StationDir(directory).state()
     key = _load_key(state["device_key"])
-    if args.mode != "offline":
+    unreachable: str | None = None
+    if mode != "offline":
         try:
-            return _redeem_online(state, key, args, text)
+            return _redeem_online(
+                state, key, text, program=program, quantity=quantity, timeout=timeout
+            )
         except Unreachable as e:
-            if args.mode == "online":
+            if mode == "online":
                 raise
-            print(f"server unreachable ({e}): redeeming offline", file=sys.stderr)
-    return _redeem_offline(state, key, args, text)
+            unreachable = str(e)
+    result = _redeem_offline(directory, state, key, text, program=program, quantity=quantity)
+    if unreachable is not None:
+        result["unreachable"] = unreachable
+    return result
 
 
 _MARKS: dict[str, Status] = {
@@ -492,8 +551,10 @@ _MARKS: dict[str, Status] = {
 }
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
-    place = StationDir(args.dir)
+def sync_dir(directory: str, *, batch_size: int = BATCH, timeout: float = 10.0) -> dict[str, Any]:
+    """Upload the pending records: ``sent``, ``counts`` by answer, ``pending`` left,
+    ``problems`` (one line per conflict or refusal) and ``exit``."""
+    place = StationDir(directory)
     state = place.state()
     key = _load_key(state["device_key"])
     counts = dict.fromkeys(("accepted", "duplicate", "conflict", "refused"), 0)
@@ -502,11 +563,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     with place.queue(state["station"], key) as queue:
         server: Server | None = None
         while True:
-            batch: list[QueuedRecord] = queue.pending()[: args.batch]
+            batch: list[QueuedRecord] = queue.pending()[:batch_size]
             if not batch:
                 break
             if server is None:
-                server = Server(state["server"], args.timeout)
+                server = Server(state["server"], timeout)
                 server.login(state["station"], key)
             station = urllib.parse.quote(state["station"])
             answer = server.request(
@@ -538,22 +599,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if server is not None:
         state["last_sync"] = int(_device_clock().timestamp())
         place.save(state)
-    print(
-        f"synced {sent} record(s): {counts['accepted']} accepted, {counts['duplicate']}"
-        f" duplicate, {counts['conflict']} conflict, {counts['refused']} refused;"
-        f" {left} pending"
-    )
-    for line in problems:
-        print(line)
-    return EXIT_FAILED if problems or left else EXIT_OK
+    return {
+        "sent": sent,
+        "counts": counts,
+        "pending": left,
+        "problems": problems,
+        "exit": EXIT_FAILED if problems or left else EXIT_OK,
+    }
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    state = StationDir(args.dir).state()
+def status_doc(directory: str) -> dict[str, Any]:
+    """What ``station status --json`` prints, and the cached programs (``programs``)."""
+    state = StationDir(directory).state()
     cache = _cache(state)
     key = _load_key(state["device_key"])
     clock = _device_clock()
-    with StationDir(args.dir).queue(state["station"], key) as queue:
+    with StationDir(directory).queue(state["station"], key) as queue:
         now = queue.station_time(clock)
         summary = queue.summary()
         day = china_day(now)
@@ -562,7 +623,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         offset = int(queue.clock_offset.total_seconds())
         head = queue.head()
     report = cache.staleness(now)
-    doc: dict[str, Any] = {
+    return {
         "station": state["station"],
         "server": state["server"],
         "kid": key.key_id,
@@ -591,10 +652,99 @@ def cmd_status(args: argparse.Namespace) -> int:
             "value": totals[""],
             "programs": {p: v for p, v in totals.items() if p},
         },
+        "programs": [
+            {
+                "program": policy.program,
+                "version": policy.version,
+                "name": policy.name,
+                "offline": policy.allowed,
+                "per_member_per_day": policy.per_member_per_day,
+            }
+            for policy in cache.programs.values()
+        ],
     }
+
+
+# -- commands (print what the functions above return) ----------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    StationDir(args.dir).state()  # "not provisioned" before "no presentation text"
+    result = verify_text(args.dir, _text(args.text))
+    if not result["valid"]:
+        step = f" (check {result['step']})" if result.get("step") else ""
+        print(f"refused: {result['code']}{step}: {result['message']}")
+        return int(result["exit"])
+    groups = ", ".join(result["groups"]) or "none disclosed"
+    print(f"valid: member {result['member']}")
+    print(f"  home union {result['home_union']}, issued by union {result['issuer_union']}")
+    print(f"  groups: {groups}")
+    print(f"  credential expires {result['expires_at']}")
+    return EXIT_OK
+
+
+def cmd_redeem(args: argparse.Namespace) -> int:
+    if not 1 <= args.quantity <= 1000:
+        raise CommandError(EXIT_USAGE, "--quantity must be from 1 to 1000")
+    StationDir(args.dir).state()
+    text = _text(args.text)
+    r = redeem_text(
+        args.dir,
+        text,
+        program=args.program,
+        quantity=args.quantity,
+        mode=args.mode,
+        timeout=args.timeout,
+    )
+    if r.get("unreachable"):
+        print(f"server unreachable ({r['unreachable']}): redeeming offline", file=sys.stderr)
+    if not r.get("redeemed"):
+        if r["mode"] == "online":
+            print(f"refused: {r['message']}")
+        else:
+            extra = ", ".join(f"{k} {v}" for k, v in r.get("extra", {}).items())
+            print(f"refused: {r['code']}: {r['message']}" + (f" ({extra})" if extra else ""))
+        return int(r["exit"])
+    if r["mode"] == "online":
+        print(
+            f"redeemed online: redemption {r['redemption']}, {r['program_name']} ({r['program']}"
+            f" v{r['version']}), quantity {r['quantity']}, {_yuan(r['value'])},"
+            f" member {r['member']}"
+        )
+        if r.get("remaining") is not None:
+            renews = f", renews {r['renews_at']}" if r.get("renews_at") else ""
+            print(f"  quota left: {r['remaining']}{renews}")
+        return EXIT_OK
+    print(
+        f"redeemed offline (pending sync): record {r['seq']}, {r['program']},"
+        f" quantity {r['quantity']}, {_yuan(r['value'])}, member {r['member']}"
+    )
+    print(f"  {r['pending']} record(s) pending")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    r = sync_dir(args.dir, batch_size=args.batch, timeout=args.timeout)
+    counts = r["counts"]
+    print(
+        f"synced {r['sent']} record(s): {counts['accepted']} accepted, {counts['duplicate']}"
+        f" duplicate, {counts['conflict']} conflict, {counts['refused']} refused;"
+        f" {r['pending']} pending"
+    )
+    for line in r["problems"]:
+        print(line)
+    return int(r["exit"])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = status_doc(args.dir)
+    programs = doc.pop("programs")
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
+    del programs
+    summary = doc["records"]
+    offset = doc["clock_offset"]
     print(f"station {doc['station']} (device key {doc['kid']}), server {doc['server']}")
     print(
         f"records: {summary['pending']} pending, {summary['synced']} synced,"
@@ -602,16 +752,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     print(f"last sync: {doc['last_sync'] or 'never'}; provisioned {doc['provisioned']}")
     print(f"clock: {doc['now']} (device clock {offset:+d} s from the server's)")
-    print("cache: " + ("fresh" if report.ok else "STALE: connect and run `station provision`"))
-    for item in report.items:
-        print(f"  {item.words}")
-    by_program = ", ".join(f"{p} {_yuan(v)}" for p, v in doc["today"]["programs"].items())
+    print("cache: " + ("STALE: connect and run `station provision`" if doc["stale"] else "fresh"))
+    for item in doc["cache"]:
+        print(f"  {item['words']}")
+    today = doc["today"]
+    by_program = ", ".join(f"{p} {_yuan(v)}" for p, v in today["programs"].items())
     print(
-        f"today ({day}, China time) offline: {len(today)} record(s),"
-        f" {doc['today']['units']} unit(s), {_yuan(totals[''])}"
+        f"today ({today['day']}, China time) offline: {today['records']} record(s),"
+        f" {today['units']} unit(s), {_yuan(today['value'])}"
         + (f" ({by_program})" if by_program else "")
     )
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.station_app import serve  # noqa: PLC0415  (only this command needs it)
+
+    return serve(args.dir, args.port, args.timeout)
 
 
 # -- the parser ------------------------------------------------------------------------------------
@@ -705,3 +862,11 @@ def add_station_commands(station_cmd: argparse.ArgumentParser) -> None:
     common(k)
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=_run(cmd_status))
+
+    k = ssub.add_parser(
+        "serve",
+        help="the station app: its page and a small JSON API on 127.0.0.1 (docs/station.md)",
+    )
+    common(k, network=True)
+    k.add_argument("--port", type=int, default=8765, help="the local port (default 8765)")
+    k.set_defaults(func=_run(cmd_serve))

@@ -1,0 +1,299 @@
+// UnionLedger station app: the page a phone or tablet at the counter shows. It talks only to the
+// local station process (`unionledger station serve`, api/station_app.py) on 127.0.0.1, which
+// verifies presentations with the station's cached lists, redeems online (or offline into its
+// queue when the server cannot be reached) and syncs the queue: the same functions as the
+// `unionledger station` command line.
+//
+// Input: a handheld scanner "types" the QR text into the scanner field and presses Enter; where
+// the browser has BarcodeDetector, the camera can scan too. The verdict is large, green or red,
+// with the reason in plain words and the quota left. Every text is put in the page with
+// textContent, never as HTML; the page runs under a Content-Security-Policy without inline code.
+
+const LANGS = ["zh-CN", "en"];
+const LANG_KEY = "unionledger.station.lang";
+const PROGRAM_KEY = "unionledger.station.program";
+const STATUS_EVERY_MS = 3000;
+
+const $ = (id) => document.getElementById(id);
+
+let messages = {};
+let lang = "zh-CN";
+let scanned = null; // the text of the presentation last verified valid
+let verdict = { state: "idle" }; // kept so that a language switch can say it again
+let lastStatus = null;
+let lastSync = null;
+let localDown = false; // the local station process does not answer (the page came from the cache)
+
+function t(key, values = {}) {
+  const text = messages[lang]?.[key] ?? messages["zh-CN"]?.[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in values ? String(values[name]) : m));
+}
+
+function has(key) {
+  return key in (messages[lang] ?? {});
+}
+
+function reasonWords(code, message) {
+  const key = `reason.${code}`;
+  if (has(key)) return t(key);
+  return `${t("reason.other", { code })} ${message ?? ""}`.trim();
+}
+
+// -- the local process ------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  const doc = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(doc.error ?? `HTTP ${response.status}`);
+  return doc;
+}
+
+// -- rendering --------------------------------------------------------------------------------
+
+function applyLanguage() {
+  document.documentElement.lang = lang;
+  document.title = t("app.title");
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  $("lang-switch").setAttribute("lang", LANGS.find((l) => l !== lang));
+  renderPrograms();
+  renderStatus();
+  renderVerdict();
+  renderSync();
+}
+
+function renderPrograms() {
+  const select = $("program");
+  const chosen = select.value || localStorage.getItem(PROGRAM_KEY) || "";
+  select.replaceChildren();
+  for (const p of lastStatus?.programs ?? []) {
+    const option = document.createElement("option");
+    option.value = p.program;
+    option.textContent = t(p.offline ? "program.offline" : "program.online", {
+      name: p.name,
+      program: p.program,
+    });
+    select.append(option);
+  }
+  if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+}
+
+function renderStatus() {
+  const net = $("net");
+  const state = localDown
+    ? "offline"
+    : lastStatus === null
+      ? "unknown"
+      : lastStatus.online
+        ? "online"
+        : "offline";
+  net.dataset.state = state;
+  net.textContent = t(`net.${state}`);
+  if (lastStatus === null) return;
+  $("station-id").textContent = lastStatus.station;
+  $("pending").textContent = String(lastStatus.pending);
+  $("last-sync").textContent = lastStatus.last_sync ?? t("queue.never");
+  $("cache-state").textContent = t(lastStatus.stale ? "cache.stale" : "cache.fresh");
+  $("cache-state").className = lastStatus.stale ? "bad" : "muted";
+}
+
+function renderVerdict() {
+  const v = verdict;
+  const box = $("verdict");
+  box.dataset.state = v.state;
+  const word = {
+    idle: "verdict.idle",
+    checking: "verdict.checking",
+    valid: "verdict.valid",
+    refused: "verdict.refused",
+    redeemed: "verdict.redeemed",
+    queued: "verdict.queued",
+  }[v.state];
+  $("verdict-word").textContent = t(word);
+  $("verdict-reason").textContent =
+    v.state === "refused" ? reasonWords(v.code, v.message) : v.member ? t("verdict.member", v) : "";
+  const detail = [];
+  if (v.remaining !== undefined && v.remaining !== null) detail.push(t("verdict.remaining", v));
+  if (v.state === "queued") detail.push(t("verdict.queued-detail", v));
+  if (v.state === "redeemed" && v.redemption) detail.push(t("verdict.online-detail", v));
+  if (v.state === "error") detail.push(t("error.local", v));
+  $("verdict-detail").textContent = detail.join(" · ");
+  $("redeem").hidden = v.state !== "valid";
+}
+
+function renderSync() {
+  const out = $("sync-result");
+  if (lastSync === null) {
+    out.textContent = "";
+  } else if (lastSync.error) {
+    out.textContent = t("queue.sync-failed", { message: reasonWords(lastSync.error, "") });
+  } else {
+    out.textContent = t("queue.synced", { sent: lastSync.sent, ...lastSync.counts });
+  }
+}
+
+function show(next) {
+  verdict = next;
+  renderVerdict();
+}
+
+// -- actions ----------------------------------------------------------------------------------
+
+async function refreshStatus() {
+  try {
+    lastStatus = await api("GET", "/api/status");
+    localDown = false;
+    if (!$("program").options.length) renderPrograms();
+  } catch {
+    localDown = true;
+  }
+  renderStatus();
+}
+
+async function check(text) {
+  text = text.trim();
+  if (!text) return;
+  scanned = null;
+  show({ state: "checking" });
+  try {
+    const r = await api("POST", "/api/verify", { text });
+    if (r.valid) {
+      scanned = text;
+      show({ state: "valid", member: r.member });
+    } else {
+      show({ state: "refused", code: r.code, message: r.message });
+    }
+  } catch (e) {
+    show({ state: "refused", code: "local-error", message: String(e.message ?? e) });
+  }
+}
+
+async function redeem() {
+  if (scanned === null) return;
+  const text = scanned;
+  scanned = null;
+  $("redeem").disabled = true;
+  try {
+    const program = $("program").value;
+    const r = await api("POST", "/api/redeem", { text, program, quantity: 1, mode: "auto" });
+    if (r.redeemed) {
+      show({
+        state: r.mode === "online" ? "redeemed" : "queued",
+        member: r.member,
+        remaining: r.remaining,
+        redemption: r.redemption,
+        seq: r.seq,
+      });
+    } else {
+      show({ state: "refused", code: r.code, message: r.message });
+    }
+  } catch (e) {
+    show({ state: "refused", code: "local-error", message: String(e.message ?? e) });
+  } finally {
+    $("redeem").disabled = false;
+    $("scan-input").focus();
+    await refreshStatus();
+  }
+}
+
+async function sync() {
+  $("sync").disabled = true;
+  try {
+    lastSync = await api("POST", "/api/sync");
+  } catch (e) {
+    lastSync = { error: "local-error", message: String(e.message ?? e) };
+  } finally {
+    $("sync").disabled = false;
+  }
+  renderSync();
+  await refreshStatus();
+}
+
+// -- the camera (only where the browser has BarcodeDetector) ------------------------------------
+
+let cameraStream = null;
+
+async function toggleCamera() {
+  const video = $("camera");
+  if (cameraStream) {
+    for (const track of cameraStream.getTracks()) track.stop();
+    cameraStream = null;
+    video.hidden = true;
+    $("camera-button").textContent = t("scan.camera");
+    return;
+  }
+  const detector = new window.BarcodeDetector({ formats: ["qr_code"] });
+  cameraStream = await navigator.mediaDevices.getUserMedia({
+    video: { facingMode: "environment" },
+  });
+  video.srcObject = cameraStream;
+  video.hidden = false;
+  $("camera-button").textContent = t("scan.camera-stop");
+  await video.play();
+  let last = "";
+  const tick = async () => {
+    if (!cameraStream) return;
+    try {
+      const codes = await detector.detect(video);
+      const text = codes[0]?.rawValue ?? "";
+      if (text && text !== last) {
+        last = text;
+        await check(text);
+      }
+    } catch {
+      // a frame that cannot be read: the next one
+    }
+    setTimeout(tick, 250);
+  };
+  tick();
+}
+
+// -- start --------------------------------------------------------------------------------------
+
+async function start() {
+  const response = await fetch("/station-i18n.json");
+  messages = await response.json();
+  const saved = localStorage.getItem(LANG_KEY);
+  lang = LANGS.includes(saved) ? saved : "zh-CN";
+  applyLanguage();
+
+  $("lang-switch").addEventListener("click", () => {
+    lang = lang === "zh-CN" ? "en" : "zh-CN";
+    localStorage.setItem(LANG_KEY, lang);
+    applyLanguage();
+  });
+  $("program").addEventListener("change", () => {
+    localStorage.setItem(PROGRAM_KEY, $("program").value);
+    if (verdict.state !== "valid") show({ state: "idle" });
+  });
+  $("scan-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("scan-input");
+    const text = input.value;
+    input.value = "";
+    check(text);
+  });
+  $("redeem").addEventListener("click", redeem);
+  $("sync").addEventListener("click", sync);
+  if ("BarcodeDetector" in window && navigator.mediaDevices?.getUserMedia) {
+    $("camera-button").hidden = false;
+    $("camera-button").addEventListener("click", () => {
+      toggleCamera().catch((e) => show({ state: "refused", code: "camera", message: String(e) }));
+    });
+  }
+
+  await refreshStatus();
+  renderPrograms();
+  setInterval(refreshStatus, STATUS_EVERY_MS);
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/station-sw.js").catch(() => null);
+  }
+  document.body.dataset.ready = "true";
+  $("scan-input").focus();
+}
+
+start();
