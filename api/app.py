@@ -72,7 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
         init_schema(engine)
     except (SQLAlchemyError, SchemaVersionError) as e:
         engine.dispose()
-        raise ConfigError(f"database unusable: {e}") from e
+        hint = ""
+        if isinstance(e, SchemaVersionError) and settings.demo:
+            # No migrations yet: a demo directory is disposable, real data is not.
+            hint = f" (a demo: delete {settings.data_dir} and start again for a fresh one)"
+        raise ConfigError(f"database unusable: {e}{hint}") from e
 
     writer_engine = make_engine(settings.database_url, writer=True)
     log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint

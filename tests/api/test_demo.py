@@ -13,8 +13,10 @@ import keys
 from api import demo
 from api.app import create_app
 from api.bootstrap import DEMO_STATION, demo_station_key_file, init_data_dir
-from api.settings import Settings
+from api.settings import ConfigError, Settings
+from ledger.db import make_engine
 from ledger.projections import compare, default_projections
+from ledger.schema import meta
 
 
 def test_demo_seeds_once_and_every_role_can_log_in(
@@ -109,3 +111,16 @@ def test_demo_without_the_shared_reference_data(
         assert summary.unions == 1 + 3 + len(demo.LOCAL_UNIONS)
     finally:
         services.sequencer.close()
+
+
+def test_an_old_demo_database_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    settings = Settings.load(data_dir=tmp_path / "demo", demo=True, environ={})
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(meta.update().where(meta.c.key == "schema_version").values(value="1"))
+    finally:
+        engine.dispose()
+    with pytest.raises(ConfigError, match=r"delete .* and start again"):
+        create_app(settings)
