@@ -11,9 +11,17 @@ Three events (docs/events.md):
   redemption (``ledger/redemptions.py``'s projection applies it to the same tables).
 - ``OfflineRedemptionConflicted``: the record's facts and a ``reason`` (``quota-used``,
   ``budget-exhausted``, ``not-a-member``, ``not-eligible``, ``not-stackable``,
-  ``program-not-open``, ``not-redeemable-here``, ``invalid-quantity``, ``replayed``): the
+  ``program-not-open``, ``not-redeemable-here``, ``invalid-quantity``, ``replayed``,
+  ``offline-not-allowed``, ``offline-member-limit``, ``offline-station-ceiling``): the
   benefit was handed out but the rules say no; recorded for review, never dropped, NOT
   counted against quota or budget.
+
+The offline limits a genuine station enforces (docs/station.md, sections 4 and 5) are enforced
+again here, from the records already accepted (``offline_records``), since a stolen key not yet
+revoked could sign records the app would never make: the version in force at the record's
+``iat`` must allow offline redemption; per device key, member, program and China day of
+``iat``, the accepted units must stay within ``OfflinePolicy.member_daily_limit``; per device
+key, program and China day, the accepted value within ``offline.station_daily_value``.
 - ``OfflineRecordRefused`` {station, kid, seq, record, reason, message}: a record that does
   not verify (bad signature, unknown or revoked key, gap, reordered, forked or broken chain,
   a clock from the future, a presentation twice in one batch). No member facts: its claims
@@ -48,6 +56,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    func,
     insert,
     select,
     update,
@@ -62,8 +71,19 @@ from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
 from ledger.stations import UnknownStation, get_station, station_keys
 from verifier.entry import Entry, parse_entry_time
-from verifier.errors import StationRecordError
-from verifier.station import GENESIS, VerifiedRecord, record_hash, verify_batch, verify_record
+from verifier.errors import StationCacheError, StationRecordError
+from verifier.station import (
+    CHINA,
+    GENESIS,
+    OFFLINE_MEMBER_LIMIT,
+    OFFLINE_NOT_ALLOWED,
+    OFFLINE_STATION_CEILING,
+    OfflinePolicy,
+    VerifiedRecord,
+    record_hash,
+    verify_batch,
+    verify_record,
+)
 
 MAX_BATCH = 1000
 """Records per sync request."""
@@ -122,6 +142,31 @@ _ADVANCE = (
 _PRESENTATION_USED = select(r.redemptions.c.redemption).where(
     r.redemptions.c.presentation == bindparam("presentation")
 )
+
+
+class OfflineNotAllowed(r.Refused):
+    """The program's version in force at the record's time does not allow offline redemption."""
+
+    code = OFFLINE_NOT_ALLOWED
+
+
+class OfflineMemberLimit(r.Refused):
+    """Beyond ``offline.per_member_per_day`` (or the quota count) for the member that day."""
+
+    code = OFFLINE_MEMBER_LIMIT
+
+
+class OfflineStationCeiling(r.Refused):
+    """Beyond the program's ``offline.station_daily_value`` for the device that day."""
+
+    code = OFFLINE_STATION_CEILING
+
+
+def _china_day_bounds(iat: int) -> tuple[str, int, int]:
+    """The China date of ``iat`` and its first and past-the-last second (NumericDate)."""
+    day = datetime.fromtimestamp(iat, CHINA).date()
+    start = int(datetime(day.year, day.month, day.day, tzinfo=CHINA).timestamp())
+    return day.isoformat(), start, start + 86400
 
 
 # -- the projection ------------------------------------------------------------------------------
@@ -392,6 +437,88 @@ class _Sync:
             raise UnknownStation(f"no station {self.station_id!r}")
         self.union = place.union_code
         self.keys = device_keys(self.conn, self.station_id)
+        self.policies: dict[tuple[str, int], OfflinePolicy | StationCacheError] = {}
+        self.units: dict[tuple[str, str, str, str], int] = {}
+        """(kid, member, program, China day) → offline units accepted (this run included)."""
+        self.values: dict[tuple[str, str, str], int] = {}
+        """(kid, program, China day) → offline value accepted (this run included)."""
+
+    def policy_at(self, program: str, at: datetime) -> OfflinePolicy | None:
+        """The offline policy of the program's version in force at ``at`` (None: no version
+        then, :func:`ledger.redemptions.judge_at` refuses it as not open).
+
+        Raises:
+            OfflineNotAllowed: that version does not allow offline redemption.
+        """
+        from ledger import programs as p  # noqa: PLC0415
+
+        version = p.version_at(self.conn, program, p.format_time(at))
+        if version is None:
+            return None
+        key = (program, version.version)
+        if key not in self.policies:
+            try:
+                self.policies[key] = OfflinePolicy.from_rules(
+                    program, version.version, version.rules.to_json()
+                )
+            except StationCacheError as e:  # no station could have been provisioned with it
+                self.policies[key] = e
+        policy = self.policies[key]
+        if isinstance(policy, StationCacheError):
+            raise OfflineNotAllowed(f"program {program!r} cannot be redeemed offline: {policy}")
+        if not policy.allowed:
+            raise OfflineNotAllowed(
+                f"{policy.name} (version {policy.version}) is not redeemable offline"
+            )
+        return policy
+
+    def _accepted(self, *where: Any) -> Any:
+        o = offline_records
+        return select(
+            func.coalesce(func.sum(o.c.quantity), 0), func.coalesce(func.sum(o.c.value), 0)
+        ).where(o.c.status == ACCEPTED, o.c.station_id == self.station_id, *where)
+
+    def limit_keys(
+        self, kid: str, member: str, program: str, iat: int
+    ) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]:
+        """The counters' keys of a record, loaded from ``offline_records`` on first use."""
+        o = offline_records
+        day, start, end = _china_day_bounds(iat)
+        units_key, value_key = (kid, member, program, day), (kid, program, day)
+        same = (o.c.kid == kid, o.c.program_id == program, o.c.offline_at >= start)
+        if units_key not in self.units:
+            row = self.conn.execute(
+                self._accepted(*same, o.c.offline_at < end, o.c.member_id == member)
+            ).one()
+            self.units[units_key] = int(row[0])
+        if value_key not in self.values:
+            row = self.conn.execute(self._accepted(*same, o.c.offline_at < end)).one()
+            self.values[value_key] = int(row[1])
+        return units_key, value_key
+
+    def check_limits(
+        self, record: VerifiedRecord, policy: OfflinePolicy, value: int
+    ) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]:
+        """Section 5's limits for one record judged acceptable (docs/station.md).
+
+        Raises:
+            OfflineMemberLimit, OfflineStationCeiling.
+        """
+        c = record.claims
+        units_key, value_key = self.limit_keys(record.kid, c.member, c.program, c.iat)
+        units, limit = self.units[units_key], policy.member_daily_limit
+        if units + c.quantity > limit:
+            raise OfflineMemberLimit(
+                f"offline, a member may get {limit} of {policy.name} a day at one device:"
+                f" {units} accepted already on {units_key[3]}"
+            )
+        spent, ceiling = self.values[value_key], policy.station_daily_value
+        if spent + value > ceiling:
+            raise OfflineStationCeiling(
+                f"the device's offline limit for {policy.name} on {value_key[2]} is {ceiling}"
+                f" fen: {spent} accepted already, this record {value}"
+            )
+        return units_key, value_key
 
     def refuse(
         self, index: int, token: object, kid: str | None, seq: int | None, e: StationRecordError
@@ -440,6 +567,7 @@ class _Sync:
         try:
             if used is not None:
                 raise r.PresentationReplayed("this QR presentation was redeemed already")
+            policy = self.policy_at(c.program, at)
             judged = r.judge_at(
                 self.conn,
                 self.members,
@@ -449,6 +577,7 @@ class _Sync:
                 quantity=c.quantity,
                 at=at,
             )
+            counted = None if policy is None else self.check_limits(record, policy, judged.value)
         except r.Refused as e:
             reason = REPLAYED if isinstance(e, r.PresentationReplayed) else e.code
             message = str(e)[:200]
@@ -476,6 +605,9 @@ class _Sync:
             "idempotency": f"offline:{record.kid}:{c.seq}",
         }
         entry = self.tx.append(RECORDED_TYPE, self.actor, body)
+        if counted is not None:
+            self.units[counted[0]] += c.quantity
+            self.values[counted[1]] += judged.value
         return SyncItem(index, c.seq, record.kid, record.hash, ACCEPTED, None, entry.index)
 
     def chain(self, kid: str | None, group: list[tuple[int, str]]) -> list[SyncItem]:

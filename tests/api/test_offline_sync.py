@@ -2,10 +2,12 @@
 offline with verifier.station, signs records with a device key registered on the ledger, and
 syncs them: accepted ones count against quota, conflicts are recorded and never dropped,
 resends are duplicates, a cut batch resumes, broken chains and a revoked key are refused and
-listed for review; the projections always equal a rebuild."""
+listed for review; records a genuine station would never make (forged with the device's real
+key) are conflicts for the offline limits; the projections always equal a rebuild."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,17 +19,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 import keys
-from ledger import stations
+from ledger import programs, stations
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
 from ledger.redemptions import quota_used
 from tests.api.redemption_world import World, build_world
+from tests.api.redemption_world import rules as rules_of
 from verifier.entry import parse_entry
 from verifier.station import (
     GENESIS,
     Accept,
     LocalCounters,
+    OfflineRedemption,
     StationCache,
     StationInfo,
     judge,
@@ -63,10 +67,35 @@ class Device:
             now=at,
         )
         assert isinstance(decision, Accept), decision
+        return self.sign(decision.redemption)
+
+    def sign(self, redemption: OfflineRedemption) -> str:
         self.seq += 1
-        signed = sign_record(decision.redemption.claims(self.seq, self.prev), self.key)
+        signed = sign_record(redemption.claims(self.seq, self.prev), self.key)
         self.prev = signed.hash
         return signed.token
+
+    def forge(self, program: str, *, quantity: int = 1, template: str = "OFF-WATER") -> str:
+        """What a stolen key could sign: a genuine decision for ``template`` (a fresh QR code),
+        rewritten for ``program`` and ``quantity``, signed with the device's real key without
+        any of the station's own checks."""
+        self.clock = max(self.clock + 1, int(time.time()) + 1)
+        at = datetime.fromtimestamp(self.clock, UTC)
+        text, _ = self.world.qr(now=at)
+        decision = judge(
+            text,
+            program=template,
+            quantity=1,
+            cache=self.cache,
+            counters=lambda *_: LocalCounters(),
+            now=at,
+        )
+        assert isinstance(decision, Accept), decision
+        return self.sign(
+            dataclasses.replace(
+                decision.redemption, program=program, quantity=quantity, value=5000 * quantity
+            )
+        )
 
 
 @pytest.fixture
@@ -312,4 +341,105 @@ def test_garbage_is_refused_not_dropped(world: tuple[World, TestClient]) -> None
     body = sync(w, client, ["not a record", "é.é.é"])
     assert statuses(body) == [("refused", "record-malformed")] * 2
     assert len(events(w, "OfflineRecordRefused")) == 2
+    same_as_rebuild(w)
+
+
+def review_reasons(w: World, client: TestClient) -> list[tuple[str, str | None]]:
+    items = client.get("/v1/offline/conflicts", headers=auditor(w, client)).json()["items"]
+    return [(i["status"], i["reason"]) for i in items]
+
+
+def test_forged_record_for_a_program_not_allowed_offline_is_a_conflict(
+    world: tuple[World, TestClient],
+) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    w.program("ONLINE-ONLY", quota={"count": 100, "per": "program"})  # no offline at all
+    d = device(w, client)
+    assert not d.cache.programs["ONLINE-ONLY"].allowed  # the app would never sign it
+    body = sync(w, client, [d.forge("ONLINE-ONLY"), d.record("OFF-WATER")])
+    assert statuses(body) == [("conflict", "offline-not-allowed"), ("accepted", None)]
+    conflict = events(w, "OfflineRedemptionConflicted")
+    assert [(e["program"], e["reason"], e["seq"]) for e in conflict] == [
+        ("ONLINE-ONLY", "offline-not-allowed", 1)
+    ]
+    assert (used(w, "ONLINE-ONLY"), used(w, "OFF-WATER")) == (0, 1)  # not counted
+    assert body["heads"][0]["seq"] == 2  # the chain goes on past it
+    same_as_rebuild(w)
+
+
+def test_the_version_in_force_at_the_record_decides_offline(
+    world: tuple[World, TestClient],
+) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    before = d.record("OFF-WATER")
+    while time.time() < d.clock + 1:  # the revision takes effect after that record's second
+        time.sleep(0.05)
+    w.run(
+        lambda tx: programs.revise_program(
+            tx,
+            SYSTEM,
+            program="OFF-WATER",
+            rules=rules_of(quota={"count": 100, "per": "program"}),  # offline withdrawn
+        )
+    )
+    after = d.forge("OFF-WATER")  # the cache still allows it; version 2 does not
+    body = sync(w, client, [before, after])
+    assert statuses(body) == [("accepted", None), ("conflict", "offline-not-allowed")]
+    assert used(w, "OFF-WATER") == 1
+    same_as_rebuild(w)
+
+
+def test_forged_records_beyond_the_member_limit_are_conflicts(
+    world: tuple[World, TestClient],
+) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    two = {"allowed": True, "per_member_per_day": 2, "station_daily_value": 10**8}
+    w.program("OFF-TWO", quota={"count": 100, "per": "program"}, max_quantity=3, offline=two)
+    d = device(w, client)
+    first = [d.forge("OFF-TWO"), d.forge("OFF-TWO", quantity=2), d.forge("OFF-TWO")]
+    body = sync(w, client, first)
+    assert statuses(body) == [
+        ("accepted", None),
+        ("conflict", "offline-member-limit"),  # 1 + 2 > 2
+        ("accepted", None),
+    ]
+    later = [d.forge("OFF-TWO"), d.record("OFF-WATER")]  # another sync: counted from the ledger
+    body = sync(w, client, later)
+    assert statuses(body) == [("conflict", "offline-member-limit"), ("accepted", None)]
+    assert used(w, "OFF-TWO") == 2  # conflicts are not counted against the quota
+    other = device(w, client)  # another device of the station has its own daily limit
+    assert statuses(sync(w, client, [other.forge("OFF-TWO")])) == [("accepted", None)]
+    assert used(w, "OFF-TWO") == 3
+    assert review_reasons(w, client) == [("conflict", "offline-member-limit")] * 2
+    assert sync(w, client, first + later)["counts"]["duplicate"] == 5  # resent: nothing new
+    same_as_rebuild(w)
+
+
+def test_forged_records_beyond_the_station_ceiling_are_conflicts(
+    world: tuple[World, TestClient],
+) -> None:
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    ceiling = {"allowed": True, "per_member_per_day": 100, "station_daily_value": 12_000}
+    w.program("OFF-CAP", quota={"count": 100, "per": "program"}, max_quantity=3, offline=ceiling)
+    d = device(w, client)
+    records = [d.forge("OFF-CAP"), d.forge("OFF-CAP", quantity=2), d.forge("OFF-CAP")]
+    body = sync(w, client, records)  # 5,000 fen a unit: 5,000 + 10,000 > 12,000
+    assert statuses(body) == [
+        ("accepted", None),
+        ("conflict", "offline-station-ceiling"),
+        ("accepted", None),
+    ]
+    body = sync(w, client, [d.forge("OFF-CAP"), d.record("OFF-WATER")])  # 10,000 + 5,000
+    assert statuses(body) == [("conflict", "offline-station-ceiling"), ("accepted", None)]
+    conflict = events(w, "OfflineRedemptionConflicted")
+    assert [(e["reason"], e["quantity"], e["value"]) for e in conflict] == [
+        ("offline-station-ceiling", 2, 10_000),
+        ("offline-station-ceiling", 1, 5_000),
+    ]
+    assert used(w, "OFF-CAP") == 2
     same_as_rebuild(w)
