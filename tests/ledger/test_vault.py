@@ -373,7 +373,9 @@ def test_ledger_boxes_round_trip_with_one_length(engine: Engine) -> None:
     for plaintext in (b"", b"[]", b'[{"from":"2026-11-25","group":"hardship","to":null}]'):
         blob = seal(engine, box, member, plaintext)
         assert len(blob) == 24 + LEDGER_PADDED_SIZE + 16
-        assert plaintext not in blob or plaintext == b""
+        # Only a plaintext long enough not to occur in random bytes by chance
+        # (a 2-byte one does, about once in 250 seals) can be looked for.
+        assert len(plaintext) < 16 or plaintext not in blob
         assert unseal(engine, box, member, blob) == plaintext
     longest = b"x" * LEDGER_PLAINTEXT_MAX
     assert unseal(engine, box, member, seal(engine, box, member, longest)) == longest
