@@ -25,6 +25,7 @@ from api import (
     routes_offline,
     routes_programs,
     routes_stations,
+    routes_stats,
     routes_unions,
     routes_web,
 )
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_programs.router)
     app.include_router(routes_stations.router)
     app.include_router(routes_offline.router)
+    app.include_router(routes_stats.router)
     app.include_router(routes_log.router)
     app.include_router(routes_web.router)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import keys
 from api.settings import ConfigError, Settings
 from api.station_cli import add_station_commands as _add_station_commands
+from api.stats_cli import add_stats_commands as _add_stats_commands
 
 if TYPE_CHECKING:
     from ledger.sequencer import Tx
@@ -530,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ledger_commands(sub.add_parser("ledger", help="the ledger: status, export, projections"))
     _add_accounts_commands(sub.add_parser("accounts", help="officials' and auditors' logins"))
     _add_station_commands(sub.add_parser("station", help="a station device without a browser"))
+    _add_stats_commands(sub.add_parser("stats", help="statistics, statements, settlement, audit"))
 
     member = sub.add_parser("member", help="a member's side: a development wallet")
     msub = member.add_subparsers(dest="member_command", required=True, metavar="ACTION")

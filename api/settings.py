@@ -46,6 +46,8 @@ class Settings:
     max_batch: int = 2000
     # How long the redeeming station may reverse a redemption by itself (officials: always).
     reversal_window_minutes: int = 30
+    # Published statistics withhold counts below this (UNIONLEDGER_STATS_MIN_CELL; 1: none).
+    stats_min_cell: int = 5
 
     def __post_init__(self) -> None:
         if not self.public_url:
@@ -93,6 +95,7 @@ class Settings:
             reversal_window_minutes=_positive(
                 env.get(ENV_PREFIX + "REVERSAL_WINDOW_MINUTES", "30"), "REVERSAL_WINDOW_MINUTES"
             ),
+            stats_min_cell=_positive(env.get(ENV_PREFIX + "STATS_MIN_CELL", "5"), "STATS_MIN_CELL"),
         )
 
     def passphrase(self) -> str:

@@ -117,6 +117,7 @@ def default_projections() -> list[Projection]:
     from ledger.programs import ProgramsProjection  # noqa: PLC0415
     from ledger.redemptions import RedemptionsProjection  # noqa: PLC0415
     from ledger.stations import StationsProjection  # noqa: PLC0415
+    from ledger.stats import StatsProjection  # noqa: PLC0415
     from ledger.unions import UnionsProjection  # noqa: PLC0415
 
     return [
@@ -128,6 +129,7 @@ def default_projections() -> list[Projection]:
         ProgramsProjection(),
         RedemptionsProjection(),
         OfflineProjection(),
+        StatsProjection(),  # last: it reads what the others wrote for the same entry
     ]
 
 

@@ -26,7 +26,8 @@ from sqlalchemy import (
 )
 
 SCHEMA_VERSION = (
-    "6"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline
+    "7"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline;
+    # 7: statistics
 )
 
 metadata = MetaData()

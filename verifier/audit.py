@@ -118,6 +118,7 @@ def audit(
     previous: AuditState | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    visit: Callable[[int, Sequence[bytes]], None] | None = None,
 ) -> AuditResult:
     """Verify the whole log behind ``source``; see the module docstring for the steps.
 
@@ -145,8 +146,10 @@ def audit(
     if workers is None:
         workers = (os.cpu_count() or 1) if size >= PARALLEL_FROM else 0
     chain = _Chain(previous)
-    for start, count, facts in _checked(_chunks(source, size), workers):
-        chain.take(start, count, facts)
+    for start, datas, facts in _checked(_chunks(source, size), workers):
+        chain.take(start, len(datas), facts)
+        if visit is not None:  # the entries just checked, in order (e.g. statistics)
+            visit(start, datas)
         if progress:
             progress(chain.index, size)
     if chain.frontier.root() != checkpoint.root_hash:
@@ -220,23 +223,23 @@ def entry_facts(start: int, datas: Sequence[bytes]) -> _Facts:
 
 def _checked(
     chunks: Iterator[tuple[int, list[bytes]]], workers: int
-) -> Iterator[tuple[int, int, _Facts]]:
+) -> Iterator[tuple[int, list[bytes], _Facts]]:
     """:func:`entry_facts` of each chunk, in order; in ``workers`` processes (at most two
     chunks each in flight, so memory stays bounded) or, with no workers, here."""
     if workers <= 0:
         for start, datas in chunks:
-            yield start, len(datas), entry_facts(start, datas)
+            yield start, datas, entry_facts(start, datas)
         return
     with ProcessPoolExecutor(workers) as pool:
-        in_flight: deque[tuple[int, int, Future[_Facts]]] = deque()
+        in_flight: deque[tuple[int, list[bytes], Future[_Facts]]] = deque()
         for start, datas in chunks:
-            in_flight.append((start, len(datas), pool.submit(entry_facts, start, datas)))
+            in_flight.append((start, datas, pool.submit(entry_facts, start, datas)))
             if len(in_flight) > 2 * workers:
-                first, count, future = in_flight.popleft()
-                yield first, count, future.result()
+                first, run, future = in_flight.popleft()
+                yield first, run, future.result()
         while in_flight:
-            first, count, future = in_flight.popleft()
-            yield first, count, future.result()
+            first, run, future = in_flight.popleft()
+            yield first, run, future.result()
 
 
 def _chunks(source: LogSource, size: int) -> Iterator[tuple[int, list[bytes]]]:

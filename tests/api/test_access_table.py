@@ -232,6 +232,10 @@ READ_STATION = {
     "station": (OK, 404),
 }
 ST_IN, ST_OUT = {"station_id": "ST-1"}, {"station_id": "ST-OUT"}
+U_IN, U_OUT = {"code": "G-IN"}, {"code": "G-OUT"}
+STATS_STATION = {**READ_UNION}
+READ_STATS = {"anon": 401, "official": OK, "auditor": OK, "member": 403, "station": 403}
+AUDITOR_ONLY = {"anon": 401, "official": 403, "auditor": OK, "member": 403, "station": 403}
 DEVICE_JWK = keys.PrivateKey.generate().public_key.to_jwk()
 
 TABLE: list[Spec] = [
@@ -444,6 +448,14 @@ TABLE: list[Spec] = [
         body={},
     ),
     Spec("GET", "/v1/members/me/redemptions", MEMBER_ONLY),
+    # statistics (officials: their subtree; auditors: everything)
+    Spec("GET", "/v1/stats/unions/{code}", READ_UNION, U_IN, U_OUT),
+    Spec("GET", "/v1/stats/unions/{code}/series", READ_UNION, U_IN, U_OUT),
+    Spec("GET", "/v1/stats/unions/{code}/statement", READ_UNION, U_IN, U_OUT),
+    Spec("GET", "/v1/stats/stations/{station_id}/statement", STATS_STATION, ST_IN, ST_OUT),
+    Spec("GET", "/v1/stats/settlement", READ_STATS),
+    Spec("GET", "/v1/stats/anomalies", READ_STATS),
+    Spec("GET", "/v1/stats/export", AUDITOR_ONLY),
 ]
 
 

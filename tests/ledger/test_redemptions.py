@@ -51,6 +51,7 @@ from sqlalchemy import Engine, select
 import keys
 from ledger import programs, stations, unions
 from ledger import redemptions as r
+from ledger import stats as ledger_stats
 from ledger.credentials import Credentials, Issued
 from ledger.db import make_engine
 from ledger.domain import SYSTEM, Actor, Role
@@ -60,6 +61,7 @@ from ledger.projections import compare, default_projections
 from ledger.schema import init_schema, log_entries, log_head
 from ledger.sequencer import Sequencer
 from ledger.vault import PersonalData, Vault
+from verifier import stats as vs
 from verifier.credential import VerifiedPresentation, verify_presentation
 from verifier.entry import Entry, format_entry_time, parse_entry
 from verifier.wallet import Wallet
@@ -873,6 +875,22 @@ class RedemptionMachine(RuleBasedStateMachine):
             budget[b] = budget.get(b, 0) + sign * body["value"]
         assert quota == quota_rows
         assert budget == budget_rows
+        # The statistics (docs/stats.md): the projection equals the auditor's fold of the
+        # chain, and every union's subtree cell is its own plus its children's subtrees.
+        recomputed = vs.Recompute().take_all(sorted(entries, key=lambda e: e.index)).figures()
+        published = ledger_stats.export(self.engine).value
+        assert vs.compare(published, recomputed) == []
+        cells = published.cells
+        zero = (0,) * vs.N
+        assert bool(cells) == any(e.type == "RedemptionRecorded" for e in entries)
+        for code in PARENT:
+            children = [c for c, p in PARENT.items() if p == code]
+            for scope, program, day in [k for k in cells if k[0] == f"U:{code}"]:
+                parts = [cells.get((f"O:{code}", program, day), zero)] + [
+                    cells.get((f"U:{c}", program, day), zero) for c in children
+                ]
+                summed = tuple(sum(x) for x in zip(*parts, strict=True))
+                assert cells[(scope, program, day)] == summed, (scope, program, day)
 
 
 @pytest.fixture(scope="module")

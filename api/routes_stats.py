@@ -1,0 +1,237 @@
+"""Statistics and reconciliation (后台统计), docs/stats.md section 3.
+
+Officials see their subtree, auditors everything; nothing here names a person. Every answer
+names the ledger it was computed at (``pinned``: tree size and root). Counts below the
+published threshold (``UNIONLEDGER_STATS_MIN_CELL``, default 5) are withheld for officials;
+auditors see every figure unless they ask ``suppress=true`` (what officials see).
+
+- ``GET /v1/stats/unions/{code}``: own and subtree figures per program, groups, children,
+  budgets; ``GET /v1/stats/unions/{code}/series``: per day (charts, burn-down);
+- ``GET /v1/stats/unions/{code}/statement``, ``GET /v1/stats/stations/{id}/statement``: a day;
+- ``GET /v1/stats/settlement``: what funding unions owe operating unions;
+- ``GET /v1/stats/anomalies``;
+- ``GET /v1/stats/export`` (auditors): every figure, for ``unionledger stats recompute``.
+
+``format=csv`` gives the table of each as CSV (``text/csv``, UTF-8).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
+
+from api.auth import AuditorOrOfficialDep
+from api.deps import ServicesDep
+from ledger import stats as ls
+from ledger.domain import Actor, Forbidden, Role
+from verifier import stats as vs
+
+router = APIRouter(tags=["statistics"])
+
+Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="China date")]
+Format = Annotated[Literal["json", "csv"], Query()]
+UnionCode = Annotated[str, Path(max_length=32)]
+StationId = Annotated[str, Path(max_length=64)]
+
+
+def _suppression(services: Any, actor: Actor, suppress: bool | None) -> ls.Suppression:
+    if actor.role is Role.AUDITOR and not suppress:
+        return ls.NO_SUPPRESSION
+    return ls.Suppression(services.settings.stats_min_cell)
+
+
+def _answer(
+    services: Any,
+    read: Callable[[Connection], Any],
+    fmt: str,
+    rows: Callable[[Any], Iterable[dict[str, Any]]],
+    name: str,
+) -> Response:
+    got = ls.pinned(services.engine, read)
+    if fmt == "csv":
+        return _csv(rows(got.value), name, got)
+    doc = got.value if isinstance(got.value, dict) else {"items": got.value}
+    return JSONResponse({**doc, "pinned": got.pin()})
+
+
+def _csv(rows: Iterable[dict[str, Any]], name: str, got: ls.Pinned[Any]) -> Response:
+    out = io.StringIO()
+    writer: csv.DictWriter[str] | None = None
+    for row in rows:
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}.csv"',
+            "UnionLedger-Pinned": f"{got.size} {got.pin()['root']}",
+        },
+    )
+
+
+def figure_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for part in ("subtree", "own"):
+        block = doc[part]
+        yield {"part": part, "program": "*", **block["total"]}
+        for program, figures in block["programs"].items():
+            yield {"part": part, "program": program, **figures}
+
+
+@router.get("/v1/stats/unions/{code}", summary="A union's own and subtree figures")
+def union_figures(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    code: UnionCode,
+    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    suppress: bool | None = None,
+    format: Format = "json",
+) -> Response:
+    span = ls.parse_range(start, end)
+    sup = _suppression(services, actor, suppress)
+    return _answer(
+        services,
+        lambda conn: ls.union_figures(conn, actor, code, *span, suppression=sup),
+        format,
+        figure_rows,
+        f"union-{code}-{span[0]}-{span[1]}",
+    )
+
+
+@router.get("/v1/stats/unions/{code}/series", summary="A union's subtree figures per day")
+def union_series(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    code: UnionCode,
+    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    suppress: bool | None = None,
+    format: Format = "json",
+) -> Response:
+    span = ls.parse_range(start, end)
+    sup = _suppression(services, actor, suppress)
+    return _answer(
+        services,
+        lambda conn: ls.series(conn, actor, code, *span, suppression=sup),
+        format,
+        lambda doc: doc["days"],
+        f"series-{code}-{span[0]}-{span[1]}",
+    )
+
+
+@router.get("/v1/stats/unions/{code}/statement", summary="A union's daily statement")
+def union_statement(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    code: UnionCode,
+    day: Day = None,
+    format: Format = "json",
+) -> Response:
+    chosen = ls.parse_range(day, day)[0] if day else ls.parse_range(None, None)[1]
+    return _answer(
+        services,
+        lambda conn: ls.union_statement(conn, actor, code, chosen),
+        format,
+        statement_rows,
+        f"statement-{code}-{chosen}",
+    )
+
+
+def statement_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for part in ("subtree", "own"):
+        for program, figures in doc[part].items():
+            yield {"line": part, "subject": program, **figures}
+    for s in doc["stations"]:
+        yield {"line": "station", "subject": s["station"], **{f: s[f] for f in vs.FIELDS}}
+
+
+@router.get("/v1/stats/stations/{station_id}/statement", summary="A station's daily statement")
+def station_statement(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    station_id: StationId,
+    day: Day = None,
+    format: Format = "json",
+) -> Response:
+    chosen = ls.parse_range(day, day)[0] if day else ls.parse_range(None, None)[1]
+    return _answer(
+        services,
+        lambda conn: ls.station_statement(conn, actor, station_id, chosen),
+        format,
+        station_rows,
+        f"statement-{station_id}-{chosen}",
+    )
+
+
+def station_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    blank = {"program": None, "status": None, "reason": None, "entry": None}
+    for program, figures in doc["ledger"]["programs"].items():
+        yield {**blank, "line": "ledger", "program": program, **figures}
+    for d in doc["differences"]:
+        yield {
+            **blank,
+            "line": "difference",
+            "program": d["program"],
+            "status": d["status"],
+            "reason": d["reason"],
+            "entry": d["entry"],
+            **dict.fromkeys(vs.FIELDS),
+            "value": d["value"],
+            "quantity": d["quantity"],
+        }
+
+
+@router.get("/v1/stats/settlement", summary="What funding unions owe operating unions")
+def settlement(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    format: Format = "json",
+) -> Response:
+    span = ls.parse_range(start, end)
+    return _answer(
+        services,
+        lambda conn: ls.settlement(conn, actor, *span),
+        format,
+        lambda doc: doc["pairs"],
+        f"settlement-{span[0][:7]}-{span[1][:7]}",
+    )
+
+
+@router.get("/v1/stats/anomalies", summary="Stations and members far above their peers, ...")
+def anomalies(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    format: Format = "json",
+) -> Response:
+    span = ls.parse_range(start, end)
+    return _answer(
+        services,
+        lambda conn: {"from": span[0], "to": span[1], "items": ls.anomalies(conn, actor, *span)},
+        format,
+        lambda doc: doc["items"],
+        f"anomalies-{span[0]}-{span[1]}",
+    )
+
+
+@router.get("/v1/stats/export", summary="Every figure, for an auditor's recomputation")
+def export(services: ServicesDep, actor: AuditorOrOfficialDep) -> Response:
+    if actor.role is not Role.AUDITOR:
+        raise Forbidden("the full export is for auditors")
+    got = ls.export(services.engine)
+    return Response(
+        vs.dumps(got.value.to_json(got.root)),
+        media_type="application/json",
+    )

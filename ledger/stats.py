@@ -1,0 +1,904 @@
+"""Statistics and reconciliation (后台统计): figures kept as projections, and the reports.
+
+:class:`StatsProjection` folds every redemption, reversal, offline conflict and refused record
+into the cells of ``verifier.stats`` (docs/stats.md), in the transaction that appends the
+event: counts are summed in memory during a batch and written once per cell in :meth:`flush`.
+The reports read those cells (and, for statements and anomalies, the ``redemptions`` and
+``offline_records`` rows):
+
+- :func:`union_figures`: a union's own and subtree figures per program for a range of days,
+  the distinct members when the range is a calendar month or year, per group (by month),
+  the budgets the union funds;
+- :func:`station_statement`, :func:`union_statement`: one day, line by line;
+- :func:`settlement`: what each funding union owes each operating union over months;
+- :func:`anomalies`: stations and members far above their peers, bursts, many conflicts,
+  redemptions outside opening hours;
+- :func:`export`: every figure, pinned to the tree size and root it was read at, in the format
+  an auditor's recomputation compares with (``verifier.stats.Figures``).
+
+Scopes: an official sees their subtree; auditors and the system everything. Imports verifier/
+and the ledger's own modules.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    String,
+    Table,
+    and_,
+    func,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ledger import unions as u
+from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
+from ledger.members import member_groups
+from ledger.offline import offline_records
+from ledger.redemptions import budget_usage, get_redemption, redemptions
+from ledger.schema import log_head, projection_metadata
+from ledger.stations import stations
+from verifier import stats as vs
+from verifier.entry import Entry
+
+T = TypeVar("T")
+SCOPE_MAX = 32 + 1 + 32 + 2  # "P:" + two union codes, or "G:" + code + group
+
+
+def _counts_columns() -> list[Column[Any]]:
+    return [Column(f, BigInteger, nullable=False) for f in vs.FIELDS]
+
+
+stats_cells = Table(
+    "stats_cells",
+    projection_metadata,
+    Column("scope", String(SCOPE_MAX + 32), primary_key=True),
+    Column("program", String(64), primary_key=True),
+    Column("period", String(10), primary_key=True),
+    *_counts_columns(),
+)
+
+stats_members = Table(
+    "stats_members",
+    projection_metadata,
+    Column("scope", String(SCOPE_MAX + 32), primary_key=True),
+    Column("program", String(64), primary_key=True),
+    Column("period", String(10), primary_key=True),
+    Column("members", BigInteger, nullable=False),
+)
+
+stats_seen = Table(
+    "stats_seen",
+    projection_metadata,
+    Column("anchor", String(SCOPE_MAX + 32), primary_key=True),
+    Column("program", String(64), primary_key=True),
+    Column("period", String(10), primary_key=True),
+    Column("member", String(32), primary_key=True),
+)
+
+_CHUNK = 400  # keys per IN (...) query: well under SQLite's variable limit
+
+
+def _insert(conn: Connection) -> Any:
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+class _SqlContext:
+    """The ``verifier.stats.Context`` answered from the projections' tables, which hold the
+    chain's state up to the entry before the one being applied (they apply in order)."""
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self._paths: dict[str, tuple[str, ...]] = {}
+
+    def clear(self) -> None:
+        self._paths.clear()
+
+    def ancestors(self, union: str) -> Sequence[str]:
+        chain = self._paths.get(union)
+        if chain is None:
+            assert self.conn is not None
+            path = self.conn.execute(
+                select(u.unions.c.path).where(u.unions.c.code == union)
+            ).scalar()
+            chain = tuple(path.strip("/").split("/")) if path else ()
+            self._paths[union] = chain
+        return chain
+
+    def groups(self, member: str, day: str) -> Sequence[str]:
+        assert self.conn is not None
+        g = member_groups.c
+        return list(
+            self.conn.execute(
+                select(g.grp).where(
+                    g.member_id == member,
+                    g.start <= day,
+                    or_(g.end.is_(None), g.end > day),
+                )
+            ).scalars()
+        )
+
+    def reversed_by(self, redemption: int, reversal: int) -> vs.Posted | None:
+        assert self.conn is not None
+        row = get_redemption(self.conn, redemption)
+        if row is None or row.reversal != reversal:  # applied before us: ours if it took
+            return None
+        return vs.Posted(
+            row.program_id,
+            row.member_id,
+            row.station_id,
+            row.home_union,
+            row.funding_union,
+            row.operating_union,
+            row.quantity,
+            row.value,
+            vs.china_day(row.at),
+        )
+
+
+class StatsProjection:
+    """Keeps ``stats_cells``, ``stats_members`` and ``stats_seen`` (docs/stats.md section 2)."""
+
+    name = "stats"
+    tables: Sequence[Table] = (stats_cells, stats_members, stats_seen)
+
+    def __init__(self) -> None:
+        self._ctx = _SqlContext()
+        self._cells: dict[vs.Key, list[int]] = {}
+        self._seen: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+
+    def apply(self, conn: Connection, entry: Entry) -> None:
+        if entry.type in ("UnionCreated", "UnionMoved"):
+            self._ctx.clear()
+            return
+        self._ctx.conn = conn
+        found = vs.effect(entry, self._ctx)
+        if found is None:
+            return
+        for key, counts in found.cells:
+            cell = self._cells.get(key)
+            if cell is None:
+                self._cells[key] = list(counts)
+            else:
+                for i, c in enumerate(counts):
+                    cell[i] += c
+        for seen_key, scopes in found.seen:
+            self._seen.setdefault(seen_key, scopes)
+
+    def reset(self) -> None:
+        self._cells.clear()
+        self._seen.clear()
+        self._ctx.clear()
+
+    def flush(self, conn: Connection) -> None:
+        cells, seen = self._cells, self._seen
+        self._cells, self._seen = {}, {}
+        self._ctx.clear()  # another process may move a union before our next batch
+        added = _new_members(conn, seen)
+        insert = _insert(conn)
+        if cells:
+            stmt = insert(stats_cells)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["scope", "program", "period"],
+                    set_={f: stats_cells.c[f] + stmt.excluded[f] for f in vs.FIELDS},
+                ),
+                [
+                    {"scope": s, "program": p, "period": d, **dict(zip(vs.FIELDS, v, strict=True))}
+                    for (s, p, d), v in sorted(cells.items())
+                ],
+            )
+        if added:
+            stmt = insert(stats_members)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["scope", "program", "period"],
+                    set_={"members": stats_members.c.members + stmt.excluded.members},
+                ),
+                [
+                    {"scope": s, "program": p, "period": d, "members": n}
+                    for (s, p, d), n in sorted(added.items())
+                ],
+            )
+
+
+def _new_members(
+    conn: Connection, seen: dict[tuple[str, str, str, str], tuple[str, ...]]
+) -> dict[vs.Key, int]:
+    """Record the batch's (anchor, program, period, member) keys; count the new ones into the
+    scopes they name."""
+    if not seen:
+        return {}
+    keys = sorted(seen)
+    c = stats_seen.c
+    known: set[tuple[str, str, str, str]] = set()
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i : i + _CHUNK]
+        known.update(
+            (r[0], r[1], r[2], r[3])
+            for r in conn.execute(
+                select(c.anchor, c.program, c.period, c.member).where(
+                    tuple_(c.anchor, c.program, c.period, c.member).in_(chunk)
+                )
+            )
+        )
+    fresh = [k for k in keys if k not in known]
+    if not fresh:
+        return {}
+    conn.execute(
+        stats_seen.insert(),
+        [{"anchor": a, "program": p, "period": d, "member": m} for a, p, d, m in fresh],
+    )
+    added: dict[vs.Key, int] = {}
+    for key in fresh:
+        _, program, period, _ = key
+        for scope in seen[key]:
+            k = (scope, program, period)
+            added[k] = added.get(k, 0) + 1
+    return added
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+class UnknownStatsScope(NotFound):
+    code = "unknown-union"
+
+
+class BadPeriod(Invalid):
+    code = "invalid-period"
+
+
+MAX_DAYS = 3 * 366 + 1  # the longest range one request may span
+
+
+def parse_range(
+    start: str | None, end: str | None, *, today: date | None = None
+) -> tuple[str, str]:
+    """``from``/``to`` (China dates, both included); default: this calendar month so far."""
+    today = today or datetime.now(vs.CHINA).date()
+    try:
+        d0 = date.fromisoformat(start) if start else today.replace(day=1)
+        d1 = date.fromisoformat(end) if end else today
+    except ValueError as e:
+        raise BadPeriod(f"dates are YYYY-MM-DD: {e}") from e
+    if d1 < d0:
+        raise BadPeriod("'to' is before 'from'")
+    if (d1 - d0).days >= MAX_DAYS:
+        raise BadPeriod(f"a range spans at most {MAX_DAYS} days")
+    return d0.isoformat(), d1.isoformat()
+
+
+def whole_period(start: str, end: str) -> str | None:
+    """The month (``YYYY-MM``) or year (``YYYY``) that ``start..end`` is exactly, else None:
+    distinct members are kept for those alone."""
+    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    if d0.day == 1 and (d1 + timedelta(days=1)).day == 1 and d0.replace(day=1) == d1.replace(day=1):
+        return start[:7]
+    if (d0.month, d0.day, d1.month, d1.day) == (1, 1, 12, 31) and d0.year == d1.year:
+        return start[:4]
+    return None
+
+
+def _visible_union(conn: Connection, actor: Actor, code: str) -> u.UnionRow:
+    if actor.role not in (Role.SYSTEM, Role.AUDITOR, Role.OFFICIAL):
+        raise Forbidden("statistics are for officials and auditors")
+    row = u.visible(conn, actor, code)
+    if row is None:
+        raise UnknownStatsScope(f"no union {code!r} in your view")
+    return row
+
+
+def _sum_cells(conn: Connection, scope: str, start: str, end: str) -> dict[str, list[int]]:
+    """Per program, the summed counts of ``scope`` over ``start..end`` (periods compared as
+    text: days, or months when given months)."""
+    c = stats_cells.c
+    rows = conn.execute(
+        select(c.program, *(func.sum(c[f]) for f in vs.FIELDS))
+        .where(c.scope == scope, c.period >= start, c.period <= end)
+        .group_by(c.program)
+    ).all()
+    return {r[0]: [int(x or 0) for x in r[1:]] for r in rows}
+
+
+def _members(conn: Connection, scope: str, period: str | None) -> dict[str, int]:
+    if period is None:
+        return {}
+    c = stats_members.c
+    rows = conn.execute(
+        select(c.program, c.members).where(c.scope == scope, c.period == period)
+    ).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _named(counts: Sequence[int]) -> dict[str, int]:
+    return dict(zip(vs.FIELDS, counts, strict=True))
+
+
+def _total(per_program: dict[str, list[int]]) -> list[int]:
+    out = [0] * vs.N
+    for counts in per_program.values():
+        for i, x in enumerate(counts):
+            out[i] += x
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """Counts of redemptions or members below ``threshold`` (not zero) are withheld."""
+
+    threshold: int
+
+    def figures(self, counts: Sequence[int], members: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = _named(counts)
+        out["members"] = members
+        small = 0 < counts[vs.REDEMPTIONS] < self.threshold or (
+            members is not None and 0 < members < self.threshold
+        )
+        if small and self.threshold > 1:
+            out = dict.fromkeys(out)
+            out["suppressed"] = True
+        return out
+
+
+NO_SUPPRESSION = Suppression(1)
+
+
+def _block(
+    conn: Connection, scope: str, span: tuple[str, str], whole: str | None, sup: Suppression
+) -> dict[str, Any]:
+    per = _sum_cells(conn, scope, *span)
+    members = _members(conn, scope, whole)
+    return {
+        "total": sup.figures(_total(per), members.get(vs.ALL_PROGRAMS) if whole else None),
+        "programs": {
+            p: sup.figures(v, members.get(p) if whole else None) for p, v in sorted(per.items())
+        },
+    }
+
+
+def union_figures(
+    conn: Connection,
+    actor: Actor,
+    code: str,
+    start: str,
+    end: str,
+    *,
+    suppression: Suppression = NO_SUPPRESSION,
+) -> dict[str, Any]:
+    """A union's figures over ``start..end`` (docs/stats.md section 3.1)."""
+    row = _visible_union(conn, actor, code)
+    whole = whole_period(start, end)
+    groups: dict[str, Any] = {}
+    c = stats_cells.c
+    prefix = f"G:{code}:"
+    rows = conn.execute(
+        select(c.scope, *(func.sum(c[f]) for f in vs.FIELDS))
+        .where(
+            c.scope >= prefix,
+            c.scope < prefix + "\uffff",
+            c.period >= start[:7],
+            c.period <= end[:7],
+        )
+        .group_by(c.scope)
+    ).all()
+    for r in rows:
+        groups[r[0][len(prefix) :]] = suppression.figures([int(x or 0) for x in r[1:]], None)
+    children = conn.execute(
+        select(u.unions.c.code, u.unions.c.name)
+        .where(u.unions.c.parent == code)
+        .order_by(u.unions.c.code)
+    ).all()
+    return {
+        "union": code,
+        "name": row.name,
+        "kind": row.kind.value,
+        "from": start,
+        "to": end,
+        "members_period": whole,
+        "subtree": _block(conn, f"U:{code}", (start, end), whole, suppression),
+        "own": _block(conn, f"O:{code}", (start, end), whole, suppression),
+        "groups": {"months": [start[:7], end[:7]], "figures": groups},
+        "children": [
+            {
+                "union": ch.code,
+                "name": ch.name,
+                **suppression.figures(_total(_sum_cells(conn, f"U:{ch.code}", start, end)), None),
+            }
+            for ch in children
+        ],
+        "budgets": budgets_funded(conn, code),
+    }
+
+
+def series(
+    conn: Connection,
+    actor: Actor,
+    code: str,
+    start: str,
+    end: str,
+    *,
+    suppression: Suppression = NO_SUPPRESSION,
+) -> dict[str, Any]:
+    """A union's subtree figures per day and program over ``start..end`` (for charts: a
+    program's budget burn-down is its cumulative net value in the national union's series)."""
+    _visible_union(conn, actor, code)
+    c = stats_cells.c
+    rows = conn.execute(
+        select(c.period, c.program, *(c[f] for f in vs.FIELDS))
+        .where(c.scope == f"U:{code}", c.period >= start, c.period <= end)
+        .order_by(c.period, c.program)
+    ).all()
+    days = [
+        {"day": r[0], "program": r[1], **suppression.figures([int(x) for x in r[2:]], None)}
+        for r in rows
+    ]
+    for d in days:
+        d.pop("members", None)
+    return {"union": code, "from": start, "to": end, "days": days}
+
+
+def budgets_funded(conn: Connection, code: str) -> list[dict[str, Any]]:
+    """The budgets the union funds, by the latest version of each program: the unallocated
+    part of its own programs and what a program above allocated to it, with what was used
+    (net of reversals)."""
+    from ledger import programs as p  # noqa: PLC0415  (programs imports redemptions)
+
+    used = {
+        r.program_id: int(r.used)
+        for r in conn.execute(
+            select(budget_usage.c.program_id, budget_usage.c.used).where(
+                budget_usage.c.funding_union == code
+            )
+        )
+    }
+    out = []
+    for program_id, owner in conn.execute(
+        select(p.programs.c.program_id, p.programs.c.owner).order_by(p.programs.c.program_id)
+    ):
+        history = p.versions(conn, program_id)
+        rules = history[-1].rules if history else None
+        if rules is None or rules.budget is None:
+            continue
+        if owner == code:
+            allocated = rules.budget - sum(rules.allocations.values())
+        elif code in rules.allocations:
+            allocated = rules.allocations[code]
+        else:
+            continue
+        spent = used.get(program_id, 0)
+        out.append(
+            {
+                "program": program_id,
+                "allocated": allocated,
+                "used": spent,
+                "left": allocated - spent,
+            }
+        )
+    return out
+
+
+# -- statements --------------------------------------------------------------------------------
+
+
+def _day_bounds(day: str) -> tuple[int, int]:
+    """A China date's first second and the next day's, as NumericDates."""
+    d = date.fromisoformat(day)
+    start = datetime(d.year, d.month, d.day, tzinfo=vs.CHINA)
+    return int(start.timestamp()), int((start + timedelta(days=1)).timestamp())
+
+
+def station_statement(conn: Connection, actor: Actor, station_id: str, day: str) -> dict[str, Any]:
+    """One station's day: what the ledger posted per program, what the station reported in
+    its offline records for that day, and every record not counted, with its reason."""
+    from ledger.stations import visible_station  # noqa: PLC0415
+
+    station = visible_station(conn, actor, station_id)
+    if actor.role is Role.STATION:
+        raise Forbidden("statements are for officials and auditors")
+    per = _sum_cells(conn, f"S:{station_id}", day, day)
+    refused_cells = per.pop("", None)
+    lo, hi = _day_bounds(day)
+    o = offline_records.c
+    lines = conn.execute(
+        select(o.entry, o.kid, o.seq, o.status, o.reason, o.program_id, o.quantity, o.value)
+        .where(o.station_id == station_id, o.offline_at >= lo, o.offline_at < hi)
+        .order_by(o.entry)
+    ).all()
+    refused_lines = conn.execute(
+        select(o.entry, o.kid, o.seq, o.reason)
+        .where(o.station_id == station_id, o.status == "refused", o.at >= day, o.at < _next(day))
+        .order_by(o.entry)
+    ).all()
+    reported = [ln for ln in lines if ln.status != "refused"]
+    accepted = [ln for ln in reported if ln.status == "accepted"]
+    total = _total(per)
+    return {
+        "station": station_id,
+        "name": station.name,
+        "union": station.union_code,
+        "day": day,
+        "ledger": {
+            "total": _named(total),
+            "programs": {p: _named(v) for p, v in sorted(per.items())},
+        },
+        "station_reported": {
+            "records": len(reported),
+            "value": sum(int(ln.value or 0) for ln in reported),
+        },
+        "offline_counted": {
+            "records": len(accepted),
+            "value": sum(int(ln.value or 0) for ln in accepted),
+        },
+        "differences": [
+            {
+                "entry": ln.entry,
+                "kid": ln.kid,
+                "seq": ln.seq,
+                "status": ln.status,
+                "reason": ln.reason,
+                "program": ln.program_id,
+                "quantity": ln.quantity,
+                "value": ln.value,
+            }
+            for ln in reported
+            if ln.status != "accepted"
+        ],
+        "refused_records": {
+            "count": (refused_cells or [0] * vs.N)[vs.REFUSED],
+            "lines": [
+                {"entry": r.entry, "kid": r.kid, "seq": r.seq, "reason": r.reason}
+                for r in refused_lines
+            ],
+        },
+    }
+
+
+def _next(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def union_statement(conn: Connection, actor: Actor, code: str, day: str) -> dict[str, Any]:
+    """One union's day: its subtree's and own figures per program, and each station it
+    operates."""
+    row = _visible_union(conn, actor, code)
+    st = stations.c
+    operated = conn.execute(
+        select(st.station_id, st.name).where(st.union_code == code).order_by(st.station_id)
+    ).all()
+    return {
+        "union": code,
+        "name": row.name,
+        "day": day,
+        "subtree": {
+            p: _named(v) for p, v in sorted(_sum_cells(conn, f"U:{code}", day, day).items())
+        },
+        "own": {p: _named(v) for p, v in sorted(_sum_cells(conn, f"O:{code}", day, day).items())},
+        "stations": [
+            {
+                "station": s.station_id,
+                "name": s.name,
+                **_named(_total(_sum_cells(conn, f"S:{s.station_id}", day, day))),
+            }
+            for s in operated
+        ],
+    }
+
+
+# -- settlement --------------------------------------------------------------------------------
+
+
+def settlement(conn: Connection, actor: Actor, start: str, end: str) -> dict[str, Any]:
+    """For each (funding union, operating union) pair, what the funder owes over the months
+    ``start[:7] .. end[:7]`` (value net of reversals); each union's balance; the balances sum
+    to zero. An official sees the pairs with either side in their subtree."""
+    if actor.role not in (Role.SYSTEM, Role.AUDITOR, Role.OFFICIAL):
+        raise Forbidden("settlement is for officials and auditors")
+    c = stats_cells.c
+    rows = conn.execute(
+        select(
+            c.scope,
+            func.sum(c.value),
+            func.sum(c.reversed_value),
+            func.sum(c.redemptions),
+            func.sum(c.reversals),
+        )
+        .where(c.scope >= "P:", c.scope < "P;", c.period >= start[:7], c.period <= end[:7])
+        .group_by(c.scope)
+        .order_by(c.scope)
+    ).all()
+    pairs: list[dict[str, Any]] = []
+    balance: dict[str, int] = {}
+    for scope, value, reversed_value, n, rev in rows:
+        funding, operating = scope[2:].split(">", 1)
+        owed = int(value or 0) - int(reversed_value or 0)
+        pairs.append(
+            {
+                "funding": funding,
+                "operating": operating,
+                "redemptions": int(n or 0),
+                "reversals": int(rev or 0),
+                "owed": owed,
+            }
+        )
+        balance[funding] = balance.get(funding, 0) - owed
+        balance[operating] = balance.get(operating, 0) + owed
+    if actor.role is Role.OFFICIAL:
+        seen = _in_subtree(
+            conn, actor.scope or "", {p["funding"] for p in pairs} | {p["operating"] for p in pairs}
+        )
+        pairs = [p for p in pairs if p["funding"] in seen or p["operating"] in seen]
+        balance = {k: v for k, v in balance.items() if k in seen}
+    return {
+        "from": start[:7],
+        "to": end[:7],
+        "pairs": pairs,
+        "balances": [{"union": k, "net": v} for k, v in sorted(balance.items())],
+        "net_total": sum(v for v in balance.values()),
+    }
+
+
+def _in_subtree(conn: Connection, scope: str, codes: Iterable[str]) -> set[str]:
+    want = sorted(set(codes))
+    out: set[str] = set()
+    for i in range(0, len(want), _CHUNK):
+        rows = conn.execute(
+            select(u.unions.c.code, u.unions.c.path).where(
+                u.unions.c.code.in_(want[i : i + _CHUNK])
+            )
+        ).all()
+        out.update(r.code for r in rows if f"/{scope}/" in r.path)
+    return out
+
+
+# -- anomalies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRules:
+    """When something is reported (docs/stats.md section 3.5)."""
+
+    peer_factor: float = 3.0  # a station or member above this many times the peers' median
+    min_count: int = 10  # ... and at least this many redemptions
+    burst_per_minute: int = 20  # a station posting this many in one minute
+    conflicts: int = 3  # a station with this many conflicts or refused records
+
+
+def anomalies(
+    conn: Connection, actor: Actor, start: str, end: str, rules: AnomalyRules = AnomalyRules()
+) -> list[dict[str, Any]]:
+    """What looks wrong over ``start..end`` (China dates), in the actor's view: stations and
+    members far above their peers, bursts, many conflicts, redemptions outside opening hours."""
+    if actor.role not in (Role.SYSTEM, Role.AUDITOR, Role.OFFICIAL):
+        raise Forbidden("anomaly reports are for officials and auditors")
+    st = stations.c
+    srows = conn.execute(
+        select(st.station_id, st.kind, st.union_code, st.hours, u.unions.c.path).join(
+            u.unions, u.unions.c.code == st.union_code
+        )
+    ).all()
+    mine = {
+        s.station_id
+        for s in srows
+        if actor.role is not Role.OFFICIAL or f"/{actor.scope}/" in s.path
+    }
+    r = redemptions.c
+    in_range = and_(r.at >= _utc_bound(start), r.at < _utc_bound(_next(end)))
+    return [
+        *_station_anomalies(conn, srows, mine, (start, end), rules),
+        *_member_anomalies(conn, actor, in_range, rules),
+        *_time_anomalies(conn, srows, mine, in_range, rules),
+    ]
+
+
+def _anomaly(
+    kind: str, subject: str, count: int, median: float | None, detail: str
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "subject": subject,
+        "count": count,
+        "peer_median": median,
+        "detail": detail,
+    }
+
+
+def _station_anomalies(
+    conn: Connection,
+    srows: Sequence[Any],
+    mine: set[str],
+    span: tuple[str, str],
+    rules: AnomalyRules,
+) -> list[dict[str, Any]]:
+    c = stats_cells.c
+    totals = {
+        r[0][2:]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0))
+        for r in conn.execute(
+            select(c.scope, func.sum(c.redemptions), func.sum(c.conflicts), func.sum(c.refused))
+            .where(c.scope >= "S:", c.scope < "S;", c.period >= span[0], c.period <= span[1])
+            .group_by(c.scope)
+        )
+    }
+    by_kind: dict[str, list[int]] = {}
+    for s in srows:
+        by_kind.setdefault(s.kind, []).append(totals.get(s.station_id, (0, 0, 0))[0])
+    out = []
+    for s in srows:
+        if s.station_id not in mine:
+            continue
+        n, conflicts, refused = totals.get(s.station_id, (0, 0, 0))
+        median = statistics.median(by_kind[s.kind])
+        if n >= rules.min_count and n > rules.peer_factor * max(median, 1):
+            peers = len(by_kind[s.kind])
+            out.append(
+                _anomaly(
+                    "station-above-peers",
+                    s.station_id,
+                    n,
+                    median,
+                    f"{n} redemptions; the median of {peers} {s.kind} stations is {median}",
+                )
+            )
+        if conflicts + refused >= rules.conflicts:
+            out.append(
+                _anomaly(
+                    "many-conflicts",
+                    s.station_id,
+                    conflicts + refused,
+                    None,
+                    f"{conflicts} offline conflicts, {refused} refused records",
+                )
+            )
+    return out
+
+
+def _member_anomalies(
+    conn: Connection, actor: Actor, in_range: Any, rules: AnomalyRules
+) -> list[dict[str, Any]]:
+    r = redemptions.c
+    counts = conn.execute(
+        select(r.member_id, r.home_union, func.count())
+        .where(in_range)
+        .group_by(r.member_id, r.home_union)
+    ).all()
+    if not counts:
+        return []
+    median = statistics.median(int(x[2]) for x in counts)
+    homes = None
+    if actor.role is Role.OFFICIAL:
+        homes = _in_subtree(conn, actor.scope or "", {x[1] for x in counts})
+    return [
+        _anomaly(
+            "member-above-peers",
+            member,
+            int(n),
+            median,
+            f"{n} redemptions; the median member served had {median}",
+        )
+        for member, home, n in counts
+        if n >= rules.min_count
+        and n > rules.peer_factor * max(median, 1)
+        and (homes is None or home in homes)
+    ]
+
+
+def _time_anomalies(
+    conn: Connection, srows: Sequence[Any], mine: set[str], in_range: Any, rules: AnomalyRules
+) -> list[dict[str, Any]]:
+    r = redemptions.c
+    minute = func.substr(r.at, 1, 16)
+    out = [
+        _anomaly("burst", station, int(n), None, f"{n} redemptions in the minute from {at} UTC")
+        for station, at, n in conn.execute(
+            select(r.station_id, minute, func.count())
+            .where(in_range)
+            .group_by(r.station_id, minute)
+            .having(func.count() >= rules.burst_per_minute)
+            .order_by(r.station_id, minute)
+        )
+        if station in mine
+    ]
+    hours = {s.station_id: json.loads(s.hours) for s in srows if s.hours and s.station_id in mine}
+    if not hours:
+        return out
+    for station, at in conn.execute(
+        select(r.station_id, r.at)
+        .where(in_range, r.station_id.in_(sorted(hours)))
+        .order_by(r.redemption)
+    ):
+        local = datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(vs.CHINA)
+        if not _open_at(hours[station], local):
+            when = local.strftime("%Y-%m-%d %H:%M")
+            out.append(
+                _anomaly("outside-hours", station, 1, None, f"redeemed at {when} China time")
+            )
+    return out
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _open_at(hours: dict[str, list[list[str]]], local: datetime) -> bool:
+    hm = local.strftime("%H:%M")
+    return any(a <= hm < b for a, b in hours.get(_DAYS[local.weekday()], ()))
+
+
+def _utc_bound(day: str) -> str:
+    """A China date's first instant as an entry-time string prefix comparable with ``at``."""
+    lo, _ = _day_bounds(day)
+    return datetime.fromtimestamp(lo, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def pinned(engine: Engine, read: Callable[[Connection], T], *, attempts: int = 8) -> Pinned[T]:
+    """``read(conn)`` and the (size, root) of the ledger it saw: the head is read before and
+    after, and the read repeated until no append came in between (projections change only
+    with the head, in the same transaction)."""
+    for _ in range(attempts):
+        with engine.connect() as conn:
+            before = conn.execute(select(log_head.c.size, log_head.c.root)).one()
+            value = read(conn)
+            after = conn.execute(select(log_head.c.size)).scalar()
+        if after == before.size:
+            return Pinned(value, int(before.size), bytes(before.root))
+    raise LedgerBusy("the ledger kept growing while the figures were read; try again")
+
+
+class LedgerBusy(Conflict):
+    code = "ledger-busy"
+    status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned(Generic[T]):
+    value: T
+    size: int
+    root: bytes
+
+    def pin(self) -> dict[str, Any]:
+        """How a published document names the chain it was computed at."""
+        return {"size": self.size, "root": base64.b64encode(self.root).decode()}
+
+
+def export(engine: Engine) -> Pinned[vs.Figures]:
+    """Every figure, pinned (docs/stats.md section 4)."""
+    return pinned(engine, lambda conn: _read_all(conn, -1))
+
+
+def _read_all(conn: Connection, size: int) -> vs.Figures:
+    if size < 0:
+        size = int(conn.execute(select(log_head.c.size)).scalar_one())
+    c = stats_cells.c
+    cells = {
+        (r[0], r[1], r[2]): tuple(int(x) for x in r[3:])
+        for r in conn.execute(select(c.scope, c.program, c.period, *(c[f] for f in vs.FIELDS)))
+    }
+    mc = stats_members.c
+    members = {
+        (r[0], r[1], r[2]): int(r[3])
+        for r in conn.execute(select(mc.scope, mc.program, mc.period, mc.members))
+    }
+    budgets = {
+        (r[0], r[1]): int(r[2])
+        for r in conn.execute(
+            select(budget_usage.c.program_id, budget_usage.c.funding_union, budget_usage.c.used)
+        )
+    }
+    return vs.Figures(size, cells, members, budgets)
