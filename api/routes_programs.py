@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,11 +29,13 @@ from api.routes_unions import EntryRef, entry_ref
 from ledger import members as m
 from ledger import programs as p
 from ledger import redemptions as r
+from ledger import stats as ls
 from ledger.domain import Actor, Role
 from verifier.credential import VerifiedPresentation, presentation_digest, verify_presentation
 from verifier.errors import CredentialError, StatusListMissing
 
 router = APIRouter(tags=["programs"])
+log = logging.getLogger("unionledger.api")
 
 AnyoneDep = Annotated[
     Actor, Depends(require(Role.OFFICIAL, Role.AUDITOR, Role.MEMBER, Role.STATION))
@@ -312,6 +315,18 @@ def redemption_out(
 def redeem(
     services: ServicesDep, actor: StationDep, body: RedeemRequest, response: Response
 ) -> RedemptionOut:
+    try:
+        return _redeem(services, actor, body, response)
+    except r.Refused as e:  # nothing was written; the anomaly report counts it
+        reason = str(e.extra.get("reason") or e.code)
+        try:
+            services.sequencer.execute(lambda tx: ls.note_refusal(tx, str(actor.scope), reason))
+        except Exception:  # the refusal itself is the answer, whatever befell the tally
+            log.exception("could not count a refusal")
+        raise
+
+
+def _redeem(services: Any, actor: Actor, body: RedeemRequest, response: Response) -> RedemptionOut:
     station = str(actor.scope)
     with services.engine.connect() as conn:
         earlier = r.by_idempotency(conn, station, body.idempotency_key)

@@ -7,6 +7,7 @@ auditors see every figure unless they ask ``suppress=true`` (what officials see)
 
 - ``GET /v1/stats/unions/{code}``: own and subtree figures per program, groups, children,
   budgets; ``GET /v1/stats/unions/{code}/series``: per day (charts, burn-down);
+- ``GET /v1/stats/stations/{id}``: a station's figures per program;
 - ``GET /v1/stats/unions/{code}/statement``, ``GET /v1/stats/stations/{id}/statement``: a day;
 - ``GET /v1/stats/settlement``: what funding unions owe operating unions;
 - ``GET /v1/stats/anomalies``;
@@ -78,8 +79,10 @@ def _csv(rows: Iterable[dict[str, Any]], name: str, got: ls.Pinned[Any]) -> Resp
     )
 
 
-def figure_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    for part in ("subtree", "own"):
+def figure_rows(
+    doc: dict[str, Any], parts: tuple[str, ...] = ("subtree", "own")
+) -> Iterable[dict[str, Any]]:
+    for part in parts:
         block = doc[part]
         yield {"part": part, "program": "*", **block["total"]}
         for program, figures in block["programs"].items():
@@ -152,6 +155,27 @@ def statement_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
             yield {"line": part, "subject": program, **figures}
     for s in doc["stations"]:
         yield {"line": "station", "subject": s["station"], **{f: s[f] for f in vs.FIELDS}}
+
+
+@router.get("/v1/stats/stations/{station_id}", summary="A station's figures per program")
+def station_figures(
+    services: ServicesDep,
+    actor: AuditorOrOfficialDep,
+    station_id: StationId,
+    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    suppress: bool | None = None,
+    format: Format = "json",
+) -> Response:
+    span = ls.parse_range(start, end)
+    sup = _suppression(services, actor, suppress)
+    return _answer(
+        services,
+        lambda conn: ls.station_figures(conn, actor, station_id, *span, suppression=sup),
+        format,
+        lambda doc: figure_rows({"own": doc["figures"]}, parts=("own",)),
+        f"station-{station_id}-{span[0]}-{span[1]}",
+    )
 
 
 @router.get("/v1/stats/stations/{station_id}/statement", summary="A station's daily statement")

@@ -51,7 +51,8 @@ from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.members import member_groups
 from ledger.offline import offline_records
 from ledger.redemptions import budget_usage, get_redemption, redemptions
-from ledger.schema import log_head, projection_metadata
+from ledger.schema import log_head, metadata, projection_metadata
+from ledger.sequencer import Tx
 from ledger.stations import stations
 from verifier import stats as vs
 from verifier.entry import Entry
@@ -89,6 +90,17 @@ stats_seen = Table(
     Column("program", String(64), primary_key=True),
     Column("period", String(10), primary_key=True),
     Column("member", String(32), primary_key=True),
+)
+
+# Online refusals write nothing to the chain; the anomaly report counts them here (an operational
+# tally, not a projection: a rebuild leaves it alone). No personal data: station, day, reason.
+refusal_counts = Table(
+    "refusal_counts",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("reason", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )
 
 _CHUNK = 400  # keys per IN (...) query: well under SQLite's variable limit
@@ -251,6 +263,24 @@ def _new_members(
             k = (scope, program, period)
             added[k] = added.get(k, 0) + 1
     return added
+
+
+def note_refusal(tx: Tx, station: str, reason: str) -> None:
+    """Count one online refusal at ``station`` (China day of the batch's time), for the anomaly
+    report: a write outside the ledger, in the batch's transaction (``Tx.execute``)."""
+    stmt = _insert(tx.conn)(refusal_counts)
+    tx.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["station_id", "day", "reason"],
+            set_={"count": refusal_counts.c.count + 1},
+        ),
+        {
+            "station_id": station,
+            "day": tx.now.astimezone(vs.CHINA).date().isoformat(),
+            "reason": reason[:64],
+            "count": 1,
+        },
+    )
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -451,6 +481,37 @@ def series(
     for d in days:
         d.pop("members", None)
     return {"union": code, "from": start, "to": end, "days": days}
+
+
+def station_figures(
+    conn: Connection,
+    actor: Actor,
+    station_id: str,
+    start: str,
+    end: str,
+    *,
+    suppression: Suppression = NO_SUPPRESSION,
+) -> dict[str, Any]:
+    """A station's figures per program over ``start..end`` (docs/stats.md section 3)."""
+    from ledger.stations import visible_station  # noqa: PLC0415
+
+    if actor.role not in (Role.SYSTEM, Role.AUDITOR, Role.OFFICIAL):
+        raise Forbidden("statistics are for officials and auditors")
+    station = visible_station(conn, actor, station_id)
+    whole = whole_period(start, end)
+    block = _block(conn, f"S:{station_id}", (start, end), whole, suppression)
+    refused = block["programs"].pop("", None)
+    return {
+        "station": station_id,
+        "name": station.name,
+        "kind": station.kind,
+        "union": station.union_code,
+        "from": start,
+        "to": end,
+        "members_period": whole,
+        "figures": block,
+        "refused_records": 0 if refused is None else refused["refused"],
+    }
 
 
 def budgets_funded(conn: Connection, code: str) -> list[dict[str, Any]]:
@@ -677,6 +738,7 @@ class AnomalyRules:
     min_count: int = 10  # ... and at least this many redemptions
     burst_per_minute: int = 20  # a station posting this many in one minute
     conflicts: int = 3  # a station with this many conflicts or refused records
+    refusals: int = 10  # a station whose online redemptions were refused this many times
 
 
 def anomalies(
@@ -703,7 +765,31 @@ def anomalies(
         *_station_anomalies(conn, srows, mine, (start, end), rules),
         *_member_anomalies(conn, actor, in_range, rules),
         *_time_anomalies(conn, srows, mine, in_range, rules),
+        *_refusal_anomalies(conn, mine, (start, end), rules),
     ]
+
+
+def _refusal_anomalies(
+    conn: Connection, mine: set[str], span: tuple[str, str], rules: AnomalyRules
+) -> list[dict[str, Any]]:
+    c = refusal_counts.c
+    per: dict[str, dict[str, int]] = {}
+    for station, reason, n in conn.execute(
+        select(c.station_id, c.reason, func.sum(c.count))
+        .where(c.day >= span[0], c.day <= span[1])
+        .group_by(c.station_id, c.reason)
+    ):
+        if station in mine:
+            per.setdefault(station, {})[reason] = int(n)
+    out = []
+    for station, reasons in sorted(per.items()):
+        total = sum(reasons.values())
+        if total >= rules.refusals:
+            why = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+            out.append(
+                _anomaly("repeated-refusals", station, total, None, f"{total} refused: {why}")
+            )
+    return out
 
 
 def _anomaly(

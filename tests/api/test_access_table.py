@@ -452,6 +452,7 @@ TABLE: list[Spec] = [
     Spec("GET", "/v1/stats/unions/{code}", READ_UNION, U_IN, U_OUT),
     Spec("GET", "/v1/stats/unions/{code}/series", READ_UNION, U_IN, U_OUT),
     Spec("GET", "/v1/stats/unions/{code}/statement", READ_UNION, U_IN, U_OUT),
+    Spec("GET", "/v1/stats/stations/{station_id}", STATS_STATION, ST_IN, ST_OUT),
     Spec("GET", "/v1/stats/stations/{station_id}/statement", STATS_STATION, ST_IN, ST_OUT),
     Spec("GET", "/v1/stats/settlement", READ_STATS),
     Spec("GET", "/v1/stats/anomalies", READ_STATS),

@@ -180,9 +180,29 @@ def test_figures_statements_settlement_and_export(
     assert pairs[("100000", "110105-0001")]["reversals"] == 1
     assert doc["net_total"] == 0
 
+    # A station's figures over a range
+    doc = client.get(
+        "/v1/stats/stations/ST-BJ-1", params={"from": today, "to": today}, headers=auditor
+    ).json()
+    assert doc["figures"]["programs"]["P-WATER"]["redemptions"] == 3
+    assert doc["union"] == "110000"
+    assert doc["refused_records"] == 0
+
     # Anomalies: a JSON list (nothing unusual here)
     doc = client.get("/v1/stats/anomalies", headers=auditor).json()
     assert doc["items"] == []
+    # ... until a station's redemptions are refused again and again (online refusals write
+    # nothing to the chain; they are tallied beside it)
+    station = w.station_token(client, "ST-BJ-2")
+    for i in range(10):
+        answer = client.post(
+            "/v1/redemptions", json=w.redeem_body("P-NOPE", f"x{i}"), headers=station
+        )
+        assert answer.status_code == 409, answer.text
+    items = client.get("/v1/stats/anomalies", headers=auditor).json()["items"]
+    assert [(a["kind"], a["subject"], a["count"]) for a in items] == [
+        ("repeated-refusals", "ST-BJ-2", 10)
+    ]
 
     # The export is for auditors, and equals the fold of the chain
     assert client.get("/v1/stats/export", headers=national).status_code == 403
