@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,8 @@ class DemoSummary:
     stations: int = 0
     station_key_on_ledger: bool = False  # the demo station's keyring key is registered too
     programs: int = 0
+    redemptions: int = 0
+    reversals: int = 0
 
 
 def _name(rng: random.Random) -> str:
@@ -158,6 +161,7 @@ def seed(
         created.result()
 
     futures: list[Future[MemberRow]] = []
+    enrolled_groups: list[list[str]] = []
     first_phone = None
     serial = 0
     for union_code, (count, region, usual) in MEMBERSHIP.items():
@@ -181,15 +185,26 @@ def seed(
             if rng.random() < 0.05:
                 groups.append("over_age_worker")
             chosen = sorted(set(groups))
+            enrolled_groups.append(chosen)
             futures.append(sequencer.submit(_enrol(members, union_code, person, chosen)))
-    for enrolled in futures:
-        enrolled.result()
+    enrolled_rows = [enrolled.result() for enrolled in futures]
     device_keys = _demo_device_keys(keyring)
     sequencer.execute(lambda tx: _stations(tx, device_keys))
     demo_programs = programs_for(datetime.now(programs.CHINA).date())
     sequencer.execute(lambda tx: _programs(tx, demo_programs))
 
     sequencer.execute(_accounts)
+    redeemed = reversed_ = 0
+    if keyring is not None:  # credentials need the issuer keys of the keyring
+        # The first member is the one the banner names: left untouched, every benefit open.
+        redeemed, reversed_ = _redemptions(
+            engine,
+            sequencer,
+            members=members,
+            keyring=keyring,
+            enrolled=list(zip(enrolled_rows, enrolled_groups, strict=True))[1:],
+            rng=rng,
+        )
     sequencer.checkpoint()
     return DemoSummary(
         unions=len(commands),
@@ -198,6 +213,8 @@ def seed(
         stations=len(STATIONS),
         station_key_on_ledger=bool(device_keys),
         programs=len(demo_programs),
+        redemptions=redeemed,
+        reversals=reversed_,
     )
 
 
@@ -254,6 +271,141 @@ def programs_for(today: date) -> list[tuple[str, str, dict[str, Any]]]:
             "where": {"station_kinds": ["truck_driver_home"]},
         }),
     ]  # fmt: skip
+
+
+# Where the members of each grassroots union go: (station for the station services, station for
+# the big packs). The first station of each pair is a union station (water and charging) or the
+# truck-driver home (showers).
+HAUNTS = {
+    "G-BJ-RIDERS": (DEMO_STATION, DEMO_STATION),
+    "G-BJ-EXPRESS": (DEMO_STATION, DEMO_STATION),
+    "G-BJ-HOSPITAL": ("ST-BJ-ZGC-0001", "ST-BJ-HOSP-MOM"),
+    "G-SH-LOGISTICS": ("ST-SH-ZJ-0001", "ST-SH-ZJ-0001"),
+    "G-SH-FACTORY": ("ST-SH-ZJ-0001", "ST-SH-ZJ-0001"),
+    "G-GZ-RIDERS": (None, "ST-GZ-PALACE"),
+    "G-GZ-DRIVERS": (None, "ST-GZ-PALACE"),
+    "G-GZ-TRUCKS": ("ST-GZ-TRUCK-01", "ST-GZ-TRUCK-01"),
+}
+NEW_FORMS = {"delivery_rider", "courier", "ride_hailing_driver", "truck_driver"}
+REDEEMING_MEMBERS = 70  # of the demo's members, the ones who come to a station
+REVERSALS = 3
+
+
+def _visits(rng: random.Random, union_code: str, groups: frozenset[str]) -> list[tuple[str, str]]:
+    """What one member redeems, and where: (station, program) in order."""
+    services_at, packs_at = HAUNTS[union_code]
+    out: list[tuple[str, str]] = []
+    if rng.random() < 0.6:
+        if union_code.startswith("G-BJ") and (packs_at == "ST-BJ-HOSP-MOM" or rng.random() < 0.25):
+            out.append((packs_at, "BJ-SONGQINGLIANG"))  # does not stack with the national one
+        else:
+            station = DEMO_STATION if packs_at == "ST-BJ-HOSP-MOM" else packs_at
+            out.append((station, "NAT-SONGQINGLIANG"))
+    if union_code.startswith("G-GZ") and groups & NEW_FORMS and rng.random() < 0.6:
+        out.append((packs_at, "GD-NUANXIN"))
+    if "hardship" in groups and rng.random() < 0.7:
+        out.append((packs_at, "NAT-SONGWENNUAN"))
+    if services_at == "ST-GZ-TRUCK-01":
+        if rng.random() < 0.7:
+            out.append((services_at, "GD-SIJI-SHOWER"))
+    elif services_at is not None:
+        out += [(services_at, "NAT-YIZHAN-WATER")] * rng.choice((0, 1, 1, 2, 3))
+        out += [(services_at, "NAT-YIZHAN-CHARGE")] * rng.choice((0, 0, 1))
+    return out
+
+
+def _redemptions(
+    engine: Engine,
+    sequencer: Sequencer,
+    *,
+    members: Members,
+    keyring: keys.Keyring,
+    enrolled: list[tuple[MemberRow, list[str]]],
+    rng: random.Random,
+) -> tuple[int, int]:
+    """Some members get a credential (a Python wallet, as ``unionledger member qr`` makes) and
+    redeem at the stations near them through the real commands: each QR presentation verified
+    as ``POST /v1/redemptions`` verifies it, then recorded by the sequencer. A few redemptions
+    are then reversed. Returns (redemptions, reversals)."""
+    from ledger.credentials import Credentials  # noqa: PLC0415
+    from ledger.domain import Actor, DomainError, Role  # noqa: PLC0415
+    from ledger.redemptions import Redemptions  # noqa: PLC0415
+    from verifier.credential import verify_presentation  # noqa: PLC0415
+    from verifier.errors import CredentialError  # noqa: PLC0415
+    from verifier.wallet import Wallet  # noqa: PLC0415
+
+    credentials = Credentials(keyring, members)
+    redeeming = rng.sample(enrolled, min(REDEEMING_MEMBERS, len(enrolled)))
+    holders = [keys.PrivateKey.generate() for _ in redeeming]
+    issuing = [
+        sequencer.submit(
+            partial(credentials.issue, actor=SYSTEM, member_id=row.member_id, holder=h.public_key)
+        )
+        for (row, _), h in zip(redeeming, holders, strict=True)
+    ]
+    wallets = [
+        Wallet(holder, issued.token, dict(issued.disclosures))
+        for holder, issued in zip(holders, (f.result() for f in issuing), strict=True)
+    ]
+    now = keys.utc_now()
+    with engine.connect() as conn:
+        trust, lists = credentials.verification_material(
+            conn, lambda issuer: f"demo:/v1/status-lists/{issuer}", now, fresh=True
+        )
+        # The latest version of each (made a moment ago: maybe "after" now, to the second).
+        wanted: dict[str, programs.Version] = {}
+        for pid, _, _ in programs_for(datetime.now(programs.CHINA).date()):
+            history = programs.versions(conn, pid)
+            if history:
+                wanted[pid] = history[-1]
+    service = Redemptions(members)
+    pending = []
+    for (row, _), wallet in zip(redeeming, wallets, strict=True):
+        for n, (station, program) in enumerate(_visits(rng, row.union_code, wallet.groups)):
+            version = wanted.get(program)
+            if version is None:
+                continue
+            challenge = rng.randbytes(16)
+            text = wallet.presentation(version.rules.groups_any, now, challenge)
+            try:
+                verified = verify_presentation(
+                    text, trust_list=trust, status_lists=lists, now=now, challenge=challenge
+                )
+            except CredentialError as e:
+                warn(f"demo: a presentation did not verify ({e}); skipped")
+                continue
+            actor = Actor(Role.STATION, station, station)
+            pending.append(
+                sequencer.submit(
+                    partial(
+                        service.redeem,
+                        station=actor,
+                        verified=verified,
+                        program=program,
+                        quantity=1,
+                        key=f"demo-{row.member_id}-{n}",
+                    )
+                )
+            )
+    done = []
+    for future in pending:
+        try:
+            done.append(future.result())
+        except DomainError:  # a rule said no (the demo's plan is rough): not recorded
+            continue
+    valued = [d.row.redemption for d in done if d.row.value]
+    undone = 0
+    for redemption in rng.sample(valued, min(REVERSALS, len(valued))):
+        sequencer.execute(
+            partial(
+                service.reverse,
+                actor=SYSTEM,
+                redemption=redemption,
+                reason="演示：发放有误，已收回（demo: handed out by mistake）",
+            )
+        )
+        undone += 1
+    return len(done), undone
 
 
 def _accounts(tx: Tx) -> None:
@@ -320,7 +472,8 @@ def banner(summary: DemoSummary | None, station_key_file: Path) -> str:
         )
         lines.append(
             f"Seeded {summary.unions} unions, {summary.members} members, "
-            f"{summary.stations} stations and {summary.programs} programs."
+            f"{summary.stations} stations, {summary.programs} programs and "
+            f"{summary.redemptions} redemptions ({summary.reversals} reversed)."
         )
     where = "in the keyring"
     if summary is not None and summary.station_key_on_ledger:

@@ -1,4 +1,5 @@
-"""Web pages served by the API itself: the admin console (``GET /admin``), the member app
+"""Web pages served by the API itself: the admin console (``GET /admin``), the auditor console
+(``GET /auditor``), the member app
 (``GET /app``, and ``GET /join/<join code>``, the address a union's join QR holds), the member
 app's service worker (``GET /sw.js``, at the root so that its scope covers both), and their
 static files (``GET /static/<name>``, third-party modules at ``GET /static/vendor/<name>``).
@@ -105,6 +106,16 @@ def _file_response(
 )
 def admin_page() -> Response:
     return _file_response("admin.html")
+
+
+@router.get(
+    "/auditor",
+    summary="The auditor console: checkpoints, statistics, statements, settlement (a web page)",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}}},
+)
+def auditor_page() -> Response:
+    return _file_response("auditor.html")
 
 
 @router.get(

@@ -242,6 +242,7 @@ TABLE: list[Spec] = [
     # public: no authentication at all
     Spec("GET", "/healthz", PUBLIC),
     Spec("GET", "/admin", PUBLIC),
+    Spec("GET", "/auditor", PUBLIC),
     Spec("GET", "/static/{name}", PUBLIC, {"name": "admin.js"}),
     Spec("GET", "/static/vendor/{name}", PUBLIC, {"name": "cbor.js"}),
     Spec("GET", "/app", PUBLIC),

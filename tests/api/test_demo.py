@@ -26,11 +26,15 @@ def test_demo_seeds_once_and_every_role_can_log_in(
     init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
     app = create_app(settings)
     services = app.state.services
-    summary = demo.seed(services.engine, services.sequencer, services.members)
+    summary = demo.seed(services.engine, services.sequencer, services.members, services.keyring)
     assert summary is not None
     assert summary.unions == 1 + 31 + len(demo.LOCAL_UNIONS)
+    assert 60 <= summary.redemptions <= 150
+    assert summary.reversals >= 2
     assert summary.members == sum(n for n, _, _ in demo.MEMBERSHIP.values())
-    assert demo.seed(services.engine, services.sequencer, services.members) is None
+    assert (
+        demo.seed(services.engine, services.sequencer, services.members, services.keyring) is None
+    )
     text = demo.banner(summary, demo_station_key_file(settings))
     for username in demo.DEMO_PASSWORDS:
         assert username in text
@@ -66,6 +70,7 @@ def test_demo_seeds_once_and_every_role_can_log_in(
             e["program"] for e in entitled
         }
         assert "GD-SIJI-SHOWER" not in {e["program"] for e in entitled}  # Guangdong's
+        _the_statistics_have_the_redemptions(client, summary)
         programs = client.get(
             "/v1/programs", headers=_login(client, "auditor"), params={"union": "440000"}
         ).json()
@@ -88,6 +93,30 @@ def test_demo_seeds_once_and_every_role_can_log_in(
         )
         assert station.status_code == 200, station.text
     assert oct(demo_station_key_file(settings).stat().st_mode & 0o777) == "0o600"
+
+
+def _the_statistics_have_the_redemptions(client: TestClient, summary: demo.DemoSummary) -> None:
+    """The demo's redemptions, made through the real commands, are in the figures (for the
+    auditor console): the national subtree counts them all, across programs and stations."""
+    auditor = _login(client, "auditor")
+    figures = client.get("/v1/stats/unions/100000", headers=auditor).json()
+    total = figures["subtree"]["total"]
+    assert total["redemptions"] == summary.redemptions
+    assert total["reversals"] == summary.reversals
+    assert total["value"] > total["reversed_value"] > 0
+    assert len(figures["subtree"]["programs"]) >= 5
+    assert sum(c["redemptions"] for c in figures["children"]) == summary.redemptions
+    assert any(b["used"] > 0 for b in figures["budgets"])
+    series = client.get("/v1/stats/unions/100000/series", headers=auditor).json()
+    assert sum(d["redemptions"] for d in series["days"]) == summary.redemptions
+    settlement = client.get("/v1/stats/settlement", headers=auditor).json()
+    assert settlement["pairs"]
+    assert settlement["net_total"] == 0
+    statement = client.get("/v1/stats/stations/ST-DEMO-0001/statement", headers=auditor).json()
+    assert statement["ledger"]["total"]["redemptions"] > 0
+    # An official sees their subtree only: Beijing's part of the whole.
+    beijing = client.get("/v1/stats/unions/110000", headers=_login(client, "official-beijing"))
+    assert 0 < beijing.json()["subtree"]["total"]["redemptions"] < summary.redemptions
 
 
 def _login(client: TestClient, username: str) -> dict[str, str]:
