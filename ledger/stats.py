@@ -453,6 +453,7 @@ def union_figures(
             for ch in children
         ],
         "budgets": budgets_funded(conn, code),
+        "program_names": program_names(conn),
     }
 
 
@@ -510,8 +511,16 @@ def station_figures(
         "to": end,
         "members_period": whole,
         "figures": block,
+        "program_names": program_names(conn),
         "refused_records": 0 if refused is None else refused["refused"],
     }
+
+
+def program_names(conn: Connection) -> dict[str, str]:
+    """Every program's name (its first version's), for reports that list program ids."""
+    from ledger import programs as p  # noqa: PLC0415
+
+    return {r[0]: r[1] for r in conn.execute(select(p.programs.c.program_id, p.programs.c.name))}
 
 
 def budgets_funded(conn: Connection, code: str) -> list[dict[str, Any]]:

@@ -186,6 +186,7 @@ def test_figures_statements_settlement_and_export(
     ).json()
     assert doc["figures"]["programs"]["P-WATER"]["redemptions"] == 3
     assert doc["union"] == "110000"
+    assert doc["program_names"]["P-WATER"] == "送清凉"
     assert doc["refused_records"] == 0
 
     # Anomalies: a JSON list (nothing unusual here)
