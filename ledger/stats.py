@@ -61,6 +61,11 @@ T = TypeVar("T")
 SCOPE_MAX = 32 + 1 + 32 + 2  # "P:" + two union codes, or "G:" + code + group
 
 
+# Scopes are matched by prefix ranges (``'P:' <= scope < 'P;'``): byte order on PostgreSQL too.
+_SCOPE = String(SCOPE_MAX + 32).with_variant(String(SCOPE_MAX + 32, collation="C"), "postgresql")
+_PERIOD = String(10).with_variant(String(10, collation="C"), "postgresql")
+
+
 def _counts_columns() -> list[Column[Any]]:
     return [Column(f, BigInteger, nullable=False) for f in vs.FIELDS]
 
@@ -68,25 +73,25 @@ def _counts_columns() -> list[Column[Any]]:
 stats_cells = Table(
     "stats_cells",
     projection_metadata,
-    Column("scope", String(SCOPE_MAX + 32), primary_key=True),
+    Column("scope", _SCOPE, primary_key=True),
     Column("program", String(64), primary_key=True),
-    Column("period", String(10), primary_key=True),
+    Column("period", _PERIOD, primary_key=True),
     *_counts_columns(),
 )
 
 stats_members = Table(
     "stats_members",
     projection_metadata,
-    Column("scope", String(SCOPE_MAX + 32), primary_key=True),
+    Column("scope", _SCOPE, primary_key=True),
     Column("program", String(64), primary_key=True),
-    Column("period", String(10), primary_key=True),
+    Column("period", _PERIOD, primary_key=True),
     Column("members", BigInteger, nullable=False),
 )
 
 stats_seen = Table(
     "stats_seen",
     projection_metadata,
-    Column("anchor", String(SCOPE_MAX + 32), primary_key=True),
+    Column("anchor", _SCOPE, primary_key=True),
     Column("program", String(64), primary_key=True),
     Column("period", String(10), primary_key=True),
     Column("member", String(32), primary_key=True),
