@@ -319,13 +319,18 @@ def parse_range(
     return d0.isoformat(), d1.isoformat()
 
 
-def whole_period(start: str, end: str) -> str | None:
-    """The month (``YYYY-MM``) or year (``YYYY``) that ``start..end`` is exactly, else None:
-    distinct members are kept for those alone."""
+def whole_period(start: str, end: str, *, today: date | None = None) -> str | None:
+    """The month (``YYYY-MM``) or year (``YYYY``) that ``start..end`` covers, else None:
+    distinct members are kept for those alone. A range that starts on the period's first day
+    and ends on its last, or on today or later (nothing is posted after today), covers it."""
+    today = today or datetime.now(vs.CHINA).date()
     d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
-    if d0.day == 1 and (d1 + timedelta(days=1)).day == 1 and d0.replace(day=1) == d1.replace(day=1):
+    to_date = d1 >= today
+    month_end = to_date or (d1 + timedelta(days=1)).day == 1
+    if d0.day == 1 and d0.replace(day=1) == d1.replace(day=1) and month_end:
         return start[:7]
-    if (d0.month, d0.day, d1.month, d1.day) == (1, 1, 12, 31) and d0.year == d1.year:
+    year_end = to_date or (d1.month, d1.day) == (12, 31)
+    if (d0.month, d0.day) == (1, 1) and d0.year == d1.year and year_end:
         return start[:4]
     return None
 

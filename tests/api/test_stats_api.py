@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +253,23 @@ def test_bad_requests_are_problems(
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert json.loads(answer.text)["type"] == f"/problems/{problem}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "covered"),
+    [
+        ("2026-07-01", "2026-07-31", "2026-07"),
+        ("2026-07-01", "2026-07-30", None),  # a past month without its last day
+        ("2026-11-01", "2026-11-25", "2026-11"),  # this month so far: nothing after today
+        ("2026-11-01", "2026-11-24", None),
+        ("2026-01-01", "2026-12-31", "2026"),
+        ("2026-01-01", "2026-11-25", "2026"),
+        ("2026-01-01", "2026-06-30", None),
+        ("2026-02-01", "2026-02-28", "2026-02"),
+        ("2026-02-02", "2026-02-28", None),
+    ],
+)
+def test_distinct_members_are_kept_for_whole_months_and_years(
+    start: str, end: str, covered: str | None
+) -> None:
+    assert ls.whole_period(start, end, today=date(2026, 11, 25)) == covered
