@@ -120,8 +120,10 @@ def sync(
     if actor.scope != station_id:
         raise st.UnknownStation(f"no station {station_id!r}")
     members = services.members
+    with services.engine.connect() as conn:  # the signatures, before the single writer
+        presigned = o.check_ahead(conn, station_id, body.records)
     result: o.SyncResult = services.sequencer.execute(
-        lambda tx: o.sync(tx, actor, body.records, members=members)
+        lambda tx: o.sync(tx, actor, body.records, members=members, presigned=presigned)
     )
     return SyncOut(
         items=[

@@ -75,8 +75,11 @@ class StationApp:
 
     def verify(self, body: dict[str, Any]) -> dict[str, Any]:
         text = _text(body)
+        program = body.get("program")
+        if program is not None and (not isinstance(program, str) or not program):
+            raise BadRequest("program: a program id, or absent")
         with self.lock:
-            return station_cli.verify_text(self.directory, text)
+            return station_cli.verify_text(self.directory, text, program=program)
 
     def redeem(self, body: dict[str, Any]) -> dict[str, Any]:
         text = _text(body)

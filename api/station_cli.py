@@ -52,10 +52,12 @@ from verifier.errors import (
 )
 from verifier.station import (
     STALE_CACHE,
+    OfflineRemaining,
     Refusal,
     StationCache,
     StationInfo,
     china_day,
+    offline_remaining,
 )
 from verifier.station_queue import QueuedRecord, StationQueue, Status
 
@@ -381,15 +383,49 @@ def cmd_provision(args: argparse.Namespace) -> int:
 # -- the operations, as callable functions (the CLI and the station app, api/station_app.py) ---
 
 
-def verify_text(directory: str, text: str) -> dict[str, Any]:
+def verify_text(directory: str, text: str, *, program: str | None = None) -> dict[str, Any]:
     """Verify a presentation offline with the cached lists. ``valid``, ``exit`` (the CLI's exit
-    code), and either the member's facts or ``code`` and ``message`` (why it is refused)."""
+    code), and either the member's facts or ``code`` and ``message`` (why it is refused).
+
+    A valid answer also has ``offline_remaining``: for each cached program redeemable offline
+    (only ``program``, when given), what the member may still get today at this device under
+    the offline limits (:class:`verifier.station.OfflineRemaining`, from the queue's
+    counters); with ``program``, ``remaining`` (its units) and ``renews_at`` too."""
     state = StationDir(directory).state()
     cache = _cache(state)
     clock = _device_clock()
     key = _load_key(state["device_key"])
     with StationDir(directory).queue(state["station"], key) as queue:
         now = queue.station_time(clock)
+        result = _verify(cache, text, now)
+        if result["valid"]:
+            _add_remaining(result, queue, cache, now, program)
+    return result
+
+
+def _add_remaining(
+    result: dict[str, Any],
+    queue: StationQueue,
+    cache: StationCache,
+    now: datetime,
+    program: str | None,
+) -> None:
+    day = china_day(now)
+    left: dict[str, dict[str, Any]] = {}
+    for policy in cache.programs.values():
+        if not policy.allowed or program not in (None, policy.program):
+            continue
+        counters = queue.counters(result["member"], policy.program, day, result["presentation"])
+        left[policy.program] = offline_remaining(
+            policy, counters, station=cache.station, now=now
+        ).to_json()
+    result["offline_remaining"] = left
+    if program is not None and program in left:
+        result["remaining"] = left[program]["units"]
+        result["renews_at"] = left[program]["renews_at"]
+
+
+def _verify(cache: StationCache, text: str, now: datetime) -> dict[str, Any]:
     trust = cache.trust_list_item(now)
     if trust.stale:
         return _refused(EXIT_STALE, STALE_CACHE, trust.words)
@@ -416,6 +452,7 @@ def verify_text(directory: str, text: str) -> dict[str, Any]:
         "issuer_union": verified.issuer_union,
         "groups": sorted(verified.groups),
         "expires_at": keys.format_rfc3339(verified.expires_at),
+        "presentation": keys.b64url_encode(verified.presentation_hash),
     }
 
 
@@ -507,6 +544,19 @@ def _redeem_offline(
         "value": result.value,
         "member": result.member,
         "pending": pending,
+        **_remaining_doc(result.remaining),
+    }
+
+
+def _remaining_doc(remaining: OfflineRemaining | None) -> dict[str, Any]:
+    """An offline redemption's ``remaining`` (units the member may still get today at this
+    device), ``renews_at`` and ``offline_remaining`` (all of :class:`OfflineRemaining`)."""
+    if remaining is None:
+        return {}
+    return {
+        "remaining": remaining.units,
+        "renews_at": remaining.renews_at,
+        "offline_remaining": remaining.to_json(),
     }
 
 
@@ -670,7 +720,7 @@ def status_doc(directory: str) -> dict[str, Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     StationDir(args.dir).state()  # "not provisioned" before "no presentation text"
-    result = verify_text(args.dir, _text(args.text))
+    result = verify_text(args.dir, _text(args.text), program=args.program)
     if not result["valid"]:
         step = f" (check {result['step']})" if result.get("step") else ""
         print(f"refused: {result['code']}{step}: {result['message']}")
@@ -680,7 +730,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"  home union {result['home_union']}, issued by union {result['issuer_union']}")
     print(f"  groups: {groups}")
     print(f"  credential expires {result['expires_at']}")
+    for program, left in result["offline_remaining"].items():
+        print(f"  {program}: {_left_words(left)}")
+    if args.program is not None and args.program not in result["offline_remaining"]:
+        print(f"  {args.program}: not redeemable offline at this station")
     return EXIT_OK
+
+
+def _left_words(left: Mapping[str, Any]) -> str:
+    """An :class:`OfflineRemaining` document in words, for the counter's screen."""
+    words = (
+        f"offline quota left today at this station: {left['units']} of {left['limit']},"
+        f" {_yuan(left['program_value'])} of the program's daily value"
+    )
+    if left.get("station_value") is not None:
+        words += f", {_yuan(left['station_value'])} of the station's"
+    return words + f" (renews {left['renews_at']})"
 
 
 def cmd_redeem(args: argparse.Namespace) -> int:
@@ -719,6 +784,8 @@ def cmd_redeem(args: argparse.Namespace) -> int:
         f"redeemed offline (pending sync): record {r['seq']}, {r['program']},"
         f" quantity {r['quantity']}, {_yuan(r['value'])}, member {r['member']}"
     )
+    if r.get("offline_remaining") is not None:
+        print(f"  {_left_words(r['offline_remaining'])}")
     print(f"  {r['pending']} record(s) pending")
     return EXIT_OK
 
@@ -835,6 +902,11 @@ def add_station_commands(station_cmd: argparse.ArgumentParser) -> None:
         help="verify a scanned presentation offline (0 valid, 1 refused, 6 stale cache)",
     )
     common(k)
+    k.add_argument(
+        "--program",
+        help="show only this program's offline quota left for the member (default: every"
+        " program redeemable offline here)",
+    )
     k.add_argument("text", metavar="TEXT", help="the QR text, or - to read it from stdin")
     k.set_defaults(func=_run(cmd_verify))
 

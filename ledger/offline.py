@@ -32,6 +32,12 @@ time: the next batch continues from it) and ``offline_records`` (one row per eve
 entry index: duplicates are detected by record hash, and conflicts and refusals listed for
 review).
 
+Each record is judged at its ``iat`` like an online redemption, the member's status and union
+included: a member who left after the record was made was a member then; one who joined after
+it was not (``not-a-member``). The signatures are checked before the single writer
+(:func:`check_ahead`); in it, a request reads what judging needs once and keeps tallies in
+memory (:class:`_Sync`), and the projection writes its rows once per writer batch.
+
 Sync is idempotent and resumable: a record already synced (same record hash) is answered
 ``duplicate`` with its entry and appended nothing; a refusal already recorded for the same
 record and reason is answered again without a new event; a batch cut anywhere can be resent
@@ -44,7 +50,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -64,6 +70,7 @@ from sqlalchemy import (
 
 import keys
 from ledger import members as m
+from ledger import programs as p
 from ledger import redemptions as r
 from ledger import unions
 from ledger.domain import Actor, Forbidden, Invalid, Role
@@ -78,8 +85,11 @@ from verifier.station import (
     OFFLINE_MEMBER_LIMIT,
     OFFLINE_NOT_ALLOWED,
     OFFLINE_STATION_CEILING,
+    BatchResult,
     OfflinePolicy,
+    Presigned,
     VerifiedRecord,
+    check_signatures,
     record_hash,
     verify_batch,
     verify_record,
@@ -128,6 +138,7 @@ offline_records = Table(
 Index("ix_offline_records_record", offline_records.c.record)
 Index("ix_offline_records_review", offline_records.c.status, offline_records.c.station_id)
 
+_INSERT_RECORD = insert(offline_records)
 _HEAD = select(offline_heads).where(offline_heads.c.kid == bindparam("kid"))
 _ADVANCE = (
     update(offline_heads)
@@ -138,9 +149,6 @@ _ADVANCE = (
         iat=bindparam("h_iat"),
         entry=bindparam("h_entry"),
     )
-)
-_PRESENTATION_USED = select(r.redemptions.c.redemption).where(
-    r.redemptions.c.presentation == bindparam("presentation")
 )
 
 
@@ -174,10 +182,20 @@ def _china_day_bounds(iat: int) -> tuple[str, int, int]:
 
 class OfflineProjection:
     """Keeps ``offline_heads`` and ``offline_records`` from the three Offline* events (the
-    redemption itself, for a recorded one, is ``RedemptionsProjection``'s)."""
+    redemption itself, for a recorded one, is ``RedemptionsProjection``'s).
+
+    Rows are kept in memory by :meth:`apply` and written by :meth:`flush`: one multi-row
+    insert of the records and one head update per device key, instead of two statements per
+    entry. The only reader of these tables inside the writer's transaction is the sync
+    command, which first writes what is pending on its connection (:func:`flush_pending`):
+    a sync in the same batch as another of the same station sees its rows."""
 
     name = "offline"
     tables = (offline_heads, offline_records)
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._heads: dict[str, dict[str, Any]] = {}
 
     def apply(self, conn: Connection, entry: Entry) -> None:
         if entry.type not in (RECORDED_TYPE, CONFLICTED_TYPE, REFUSED_TYPE):
@@ -188,53 +206,74 @@ class OfflineProjection:
         except KeyError:
             return  # only a direct append can lack them: deterministic, a rebuild agrees
         refused = entry.type == REFUSED_TYPE
-        conn.execute(
-            insert(offline_records).values(
-                entry=entry.index,
-                station_id=station,
-                kid=kid,
-                seq=seq,
-                record=record,
-                status=REFUSED
+        self._rows.append(
+            {
+                "entry": entry.index,
+                "station_id": station,
+                "kid": kid,
+                "seq": seq,
+                "record": record,
+                "status": REFUSED
                 if refused
                 else (ACCEPTED if entry.type == RECORDED_TYPE else CONFLICT),
-                reason=b.get("reason"),
-                member_id=None if refused else b.get("member"),
-                program_id=None if refused else b.get("program"),
-                quantity=None if refused else b.get("quantity"),
-                value=None if refused else b.get("value"),
-                offline_at=None if refused else b.get("offline_at"),
-                at=entry.time,
-            )
+                "reason": b.get("reason"),
+                "member_id": None if refused else b.get("member"),
+                "program_id": None if refused else b.get("program"),
+                "quantity": None if refused else b.get("quantity"),
+                "value": None if refused else b.get("value"),
+                "offline_at": None if refused else b.get("offline_at"),
+                "at": entry.time,
+            }
         )
+        conn.info[_PENDING] = self
         if refused or not isinstance(seq, int) or not isinstance(kid, str):
             return
-        params = {
-            "h_kid": kid,
-            "h_seq": seq,
-            "h_hash": record,
-            "h_iat": b.get("offline_at", 0),
-            "h_entry": entry.index,
-        }
-        if conn.execute(_ADVANCE, params).rowcount == 0 and (
-            conn.execute(_HEAD, {"kid": kid}).first() is None
-        ):
-            conn.execute(
-                insert(offline_heads).values(
-                    kid=kid,
-                    station_id=station,
-                    seq=seq,
-                    hash=record,
-                    iat=params["h_iat"],
-                    entry=entry.index,
-                )
-            )
+        best = self._heads.get(kid)
+        if best is None or best["h_seq"] < seq:  # the first of the highest seq, as in order
+            self._heads[kid] = {
+                "h_kid": kid,
+                "h_station": station,
+                "h_seq": seq,
+                "h_hash": record,
+                "h_iat": b.get("offline_at", 0),
+                "h_entry": entry.index,
+            }
 
     def flush(self, conn: Connection) -> None:
-        pass
+        rows, heads = self._rows, self._heads
+        self._rows, self._heads = [], {}
+        if rows:
+            conn.execute(_INSERT_RECORD, rows)
+        for kid, params in sorted(heads.items()):
+            if conn.execute(_ADVANCE, params).rowcount == 0 and (
+                conn.execute(_HEAD, {"kid": kid}).first() is None
+            ):
+                conn.execute(
+                    insert(offline_heads).values(
+                        kid=kid,
+                        station_id=params["h_station"],
+                        seq=params["h_seq"],
+                        hash=params["h_hash"],
+                        iat=params["h_iat"],
+                        entry=params["h_entry"],
+                    )
+                )
 
     def reset(self) -> None:
-        pass
+        self._rows, self._heads = [], {}
+
+
+_PENDING = "unionledger.offline.pending"
+"""``Connection.info`` key: the :class:`OfflineProjection` holding rows not yet written."""
+
+
+def flush_pending(conn: Connection) -> None:
+    """Write the offline rows an :class:`OfflineProjection` keeps for ``conn``'s batch, so that
+    reading ``offline_records`` and ``offline_heads`` through ``conn`` sees every event
+    appended so far (call it before reading them inside the writer)."""
+    pending = conn.info.get(_PENDING)
+    if isinstance(pending, OfflineProjection):
+        pending.flush(conn)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -425,9 +464,20 @@ def _digest(token: object) -> str:
 
 
 class _Sync:
-    """One sync request inside the writer's transaction."""
+    """One sync request inside the writer's transaction.
 
-    def __init__(self, tx: Tx, station: Actor, members: m.Members) -> None:
+    Everything a record's judgement reads is read once per request and then kept in memory,
+    with this request's own appends folded in as they are made (nothing else appends during
+    a command): the station and its device keys, the chain heads, each program's row and
+    versions, the members of the request with their history (their status and union at any
+    instant), the presentations already redeemed, the quota used per (member, program,
+    period), the budget used per program, and the offline limits' counters per device key
+    and China day. So judging a record is dict lookups; what is left per record is its
+    append (the event and the projections' rows)."""
+
+    def __init__(
+        self, tx: Tx, station: Actor, members: m.Members, presigned: Presigned | None
+    ) -> None:
         self.tx, self.conn, self.members = tx, tx.conn, members
         assert station.scope is not None
         self.station_id = station.scope
@@ -435,26 +485,157 @@ class _Sync:
         place = get_station(self.conn, self.station_id)
         if place is None:
             raise UnknownStation(f"no station {self.station_id!r}")
+        self.place = place
         self.union = place.union_code
         self.keys = device_keys(self.conn, self.station_id)
+        self.presigned = presigned
+        self.heads = {h.kid: h for h in heads_of(self.conn, self.station_id)}
         self.policies: dict[tuple[str, int], OfflinePolicy | StationCacheError] = {}
         self.units: dict[tuple[str, str, str, str], int] = {}
         """(kid, member, program, China day) → offline units accepted (this run included)."""
         self.values: dict[tuple[str, str, str], int] = {}
         """(kid, program, China day) → offline value accepted (this run included)."""
+        self.days: set[tuple[str, str]] = set()
+        """(kid, China day) whose accepted offline records are loaded into the two above."""
+        self.programs: dict[str, tuple[p.ProgramRow | None, list[p.Version]]] = {}
+        self.allows: dict[tuple[str, int], bool] = {}
+        self.within: dict[tuple[str, str], bool] = {}
+        self.people: dict[str, tuple[m.MemberRow | None, list[tuple[str, str, str]]]] = {}
+        """member → (row, history: (entry time, event, union), oldest first)."""
+        self.groups: dict[tuple[str, str], frozenset[str]] = {}
+        self.used_presentations: set[str] = set()
+        """hex SHA-256 of every presentation redeemed (the request's, as loaded + appended)."""
+        self.quota: dict[tuple[str, str, str], int] = {}
+        """(member, program, period) → units used, loaded per (program, period)."""
+        self.quota_loaded: set[tuple[str, str]] = set()
+        self.budget: dict[str, dict[str, int]] = {}
+        self.no_stack: dict[str, bool] = {}
+        self.batch_members: list[str] = []
+        self.refusals: dict[tuple[str, str], int] = {}
+        """(record hash, reason) → the entry of a refusal this request appended."""
 
-    def policy_at(self, program: str, at: datetime) -> OfflinePolicy | None:
-        """The offline policy of the program's version in force at ``at`` (None: no version
-        then, :func:`ledger.redemptions.judge_at` refuses it as not open).
+    # -- loading, once per request ---------------------------------------------------------------
+
+    def prefetch(self, records: Sequence[VerifiedRecord]) -> None:
+        """Read what judging ``records`` needs that can be read in bulk: the members and their
+        history, and which presentations were redeemed already."""
+        ids = sorted({rec.claims.member for rec in records})
+        self.batch_members = ids
+        for chunk in _chunks(ids):
+            for row in self.conn.execute(select(m.members).where(m.members.c.member_id.in_(chunk))):
+                self.people[row.member_id] = (_member_row(row), [])
+            history = self.conn.execute(
+                select(
+                    m.member_history.c.member_id,
+                    m.member_history.c.at,
+                    m.member_history.c.event,
+                    m.member_history.c.union_code,
+                )
+                .where(m.member_history.c.member_id.in_(chunk))
+                .order_by(m.member_history.c.member_id, m.member_history.c.seq)
+            )
+            for h in history:
+                if h.member_id in self.people:
+                    self.people[h.member_id][1].append((h.at, h.event, h.union_code))
+        for member in ids:
+            self.people.setdefault(member, (None, []))
+        wanted = sorted({keys.b64url_decode(rec.claims.presentation).hex() for rec in records})
+        for chunk in _chunks(wanted):
+            self.used_presentations.update(
+                self.conn.execute(
+                    select(r.redemptions.c.presentation).where(
+                        r.redemptions.c.presentation.in_(chunk)
+                    )
+                ).scalars()
+            )
+
+    def program(self, program: str) -> tuple[p.ProgramRow | None, list[p.Version]]:
+        if program not in self.programs:
+            row = p.get_program(self.conn, program)
+            self.programs[program] = (row, [] if row is None else p.versions(self.conn, program))
+        return self.programs[program]
+
+    def version_at(self, program: str, stamp: str) -> p.Version | None:
+        """As :func:`ledger.programs.version_at`: the highest version in force at ``stamp``."""
+        found = None
+        for version in self.program(program)[1]:  # by version, ascending
+            if version.effective <= stamp:
+                found = version
+        return found
+
+    def is_within(self, ancestor: str, code: str) -> bool:
+        key = (ancestor, code)
+        if key not in self.within:
+            self.within[key] = unions.is_within(self.conn, ancestor, code)
+        return self.within[key]
+
+    def member_at(self, member_id: str, stamp: str) -> tuple[m.MemberRow, str] | None:
+        """The member and their union at ``stamp`` when they were an active member then (their
+        last membership event at or before it is a join, an approval, a transfer or a
+        re-join), else None: one who left after ``stamp`` was a member then; one who joined
+        after it was not."""
+        row, history = self.people.get(member_id) or (None, [])
+        if row is None:
+            return None
+        last = None
+        for at, event, union in history:  # entry order: times never go back
+            if at > stamp:
+                break
+            last = (event, union)
+        if last is None or last[0] not in _ACTIVE_EVENTS:
+            return None
+        return row, last[1]
+
+    def groups_on(self, member_id: str, day: str) -> frozenset[str]:
+        key = (member_id, day)
+        if key not in self.groups:
+            self.groups[key] = frozenset(self.members.active_groups(self.conn, member_id, day))
+        return self.groups[key]
+
+    def quota_used(self, member: str, program: str, period: str) -> int:
+        if (program, period) not in self.quota_loaded:
+            self.quota_loaded.add((program, period))
+            q = r.quota_usage
+            for chunk in _chunks(self.batch_members):
+                for x in self.conn.execute(
+                    select(q.c.member_id, q.c.used).where(
+                        q.c.program_id == program, q.c.period == period, q.c.member_id.in_(chunk)
+                    )
+                ):
+                    self.quota[(x.member_id, program, period)] = int(x.used)
+            for other in self.batch_members:  # no row: nothing used yet
+                self.quota.setdefault((other, program, period), 0)
+        key = (member, program, period)
+        if key not in self.quota:  # a member outside the request's (cannot happen): read it
+            self.quota[key] = r.quota_used(self.conn, member, program, period)
+        return self.quota[key]
+
+    def budget_used(self, program: str) -> dict[str, int]:
+        if program not in self.budget:
+            self.budget[program] = r.budget_used(self.conn, program)
+        return self.budget[program]
+
+    def stacks_freely(self, program: str) -> bool:
+        """Whether no version of any program ever declared not stacking with ``program``
+        (then :func:`ledger.programs.not_stacking` is empty at any time: nothing to read)."""
+        if program not in self.no_stack:
+            pairs = p.program_no_stack
+            self.no_stack[program] = (
+                self.conn.execute(
+                    select(pairs.c.other).where(pairs.c.program_id == program).limit(1)
+                ).first()
+                is None
+            )
+        return self.no_stack[program]
+
+    # -- judging ---------------------------------------------------------------------------------
+
+    def policy_of(self, program: str, version: p.Version) -> OfflinePolicy:
+        """The offline policy of ``version``.
 
         Raises:
             OfflineNotAllowed: that version does not allow offline redemption.
         """
-        from ledger import programs as p  # noqa: PLC0415
-
-        version = p.version_at(self.conn, program, p.format_time(at))
-        if version is None:
-            return None
         key = (program, version.version)
         if key not in self.policies:
             try:
@@ -472,29 +653,136 @@ class _Sync:
             )
         return policy
 
-    def _accepted(self, *where: Any) -> Any:
-        o = offline_records
-        return select(
-            func.coalesce(func.sum(o.c.quantity), 0), func.coalesce(func.sum(o.c.value), 0)
-        ).where(o.c.status == ACCEPTED, o.c.station_id == self.station_id, *where)
+    def judge_at(self, member_id: str, program: str, quantity: int, at: datetime) -> r.Judged:
+        """:func:`ledger.redemptions.judge_at`, from what this request holds in memory, except
+        that the member's status and union are those at ``at`` (the record's time), not now.
+
+        Raises:
+            ProgramNotOpen, NotRedeemableHere, BadQuantity, NotAMember, NotEligible,
+            QuotaUsed, NotStackable, BudgetExhausted.
+        """
+        stamp = p.format_time(at)
+        row = self.program(program)[0]
+        version = None if row is None else self.version_at(program, stamp)
+        if row is None or version is None:
+            raise r.ProgramNotOpen(f"no program {program!r} at {stamp}")
+        rules = version.rules
+        closed = row.status != "open" and (row.closed_at is None or row.closed_at <= stamp)
+        day = at.astimezone(p.CHINA).date()
+        if closed or not rules.runs_on(day):
+            raise r.ProgramNotOpen(
+                "the program was not open then",
+                opens=rules.start.isoformat(),
+                closes=rules.until.isoformat(),
+                status=row.status,
+            )
+        place = self.place
+        if place.closed_at is not None and place.closed_at <= stamp:
+            raise r.NotRedeemableHere("this station is not registered or was closed")
+        allowed = self.allows.get((program, version.version))
+        if allowed is None:
+            allowed = r.station_allows(self.conn, rules, row.owner, place)
+            self.allows[(program, version.version)] = allowed
+        if not allowed:
+            raise r.NotRedeemableHere("this program cannot be redeemed at this station")
+        if type(quantity) is not int or not 1 <= quantity <= rules.max_quantity:
+            raise r.BadQuantity(f"the quantity is 1 to {rules.max_quantity}")
+        found = self.member_at(member_id, stamp)
+        if found is None:
+            raise r.NotAMember("not an active member at the record's time")
+        member, home = found
+        self.check_eligible(rules, row.owner, member, home, at)
+        period = rules.period_key(at)
+        already = self.quota_used(member_id, program, period)
+        if already + quantity > rules.quota_count:
+            raise r.QuotaUsed(
+                f"the quota is used: {already} of {rules.quota_count} this period",
+                used=already,
+                quota=rules.quota_count,
+                renews_at=None
+                if rules.quota_per is p.Per.PROGRAM
+                else p.format_time(rules.period_end(at)),
+            )
+        if not self.stacks_freely(program):
+            other = r._stacked(self.conn, member_id, program, rules, at)
+            if other is not None:
+                raise r.NotStackable(f"the member already received {other}, which does not stack")
+        value = rules.unit_value * quantity
+        funding = self.check_budget(rules, row.owner, home, program, value)
+        return r.Judged(version.version, period, value, funding, place.union_code, home)
+
+    def check_eligible(
+        self, rules: p.Rules, owner: str, member: m.MemberRow, home: str, at: datetime
+    ) -> None:
+        """``ledger.redemptions``' eligibility at ``at``, with the member's union then.
+
+        Raises:
+            NotEligible.
+        """
+        if not self.is_within(owner, home):
+            raise r.NotEligible("the member's union is outside the program's scope")
+        if rules.home_subtree is not None and not self.is_within(rules.home_subtree, home):
+            raise r.NotEligible("the program is for members of another union")
+        if rules.min_tenure_days is not None:
+            joined = datetime.fromisoformat(member.joined_at.replace("Z", "+00:00"))
+            if at - joined < timedelta(days=rules.min_tenure_days):
+                raise r.NotEligible(f"the program needs {rules.min_tenure_days} days of membership")
+        day = at.astimezone(p.CHINA).date().isoformat()
+        if rules.groups_any and not self.groups_on(member.member_id, day) & set(rules.groups_any):
+            raise r.NotEligible("the program is for members of other groups")
+
+    def check_budget(self, rules: p.Rules, owner: str, home: str, program: str, value: int) -> str:
+        """The funding union (the first allocation whose subtree holds ``home``, else the
+        owner) and ``ledger.redemptions``' budget check, on this request's tally.
+
+        Raises:
+            BudgetExhausted.
+        """
+        funding = next((u for u in rules.allocations if self.is_within(u, home)), owner)
+        if rules.budget is None:
+            return funding
+        used = self.budget_used(program)
+        if funding in rules.allocations:
+            spent, limit = used.get(funding, 0), rules.allocations[funding]
+        else:  # the owner pays for everyone outside the allocations
+            spent = sum(v for u, v in used.items() if u not in rules.allocations)
+            limit = rules.budget - sum(rules.allocations.values())
+        if spent + value > limit:
+            raise r.BudgetExhausted(
+                "the budget is spent", funding_union=funding, left=limit - spent
+            )
+        return funding
 
     def limit_keys(
         self, kid: str, member: str, program: str, iat: int
     ) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]:
-        """The counters' keys of a record, loaded from ``offline_records`` on first use."""
-        o = offline_records
+        """The counters' keys of a record; the device's accepted offline records of that
+        China day are loaded (one query) on first use."""
         day, start, end = _china_day_bounds(iat)
-        units_key, value_key = (kid, member, program, day), (kid, program, day)
-        same = (o.c.kid == kid, o.c.program_id == program, o.c.offline_at >= start)
-        if units_key not in self.units:
-            row = self.conn.execute(
-                self._accepted(*same, o.c.offline_at < end, o.c.member_id == member)
-            ).one()
-            self.units[units_key] = int(row[0])
-        if value_key not in self.values:
-            row = self.conn.execute(self._accepted(*same, o.c.offline_at < end)).one()
-            self.values[value_key] = int(row[1])
-        return units_key, value_key
+        if (kid, day) not in self.days:
+            self.days.add((kid, day))
+            o = offline_records
+            rows = self.conn.execute(
+                select(
+                    o.c.member_id,
+                    o.c.program_id,
+                    func.coalesce(func.sum(o.c.quantity), 0),
+                    func.coalesce(func.sum(o.c.value), 0),
+                )
+                .where(
+                    o.c.status == ACCEPTED,
+                    o.c.station_id == self.station_id,
+                    o.c.kid == kid,
+                    o.c.offline_at >= start,
+                    o.c.offline_at < end,
+                )
+                .group_by(o.c.member_id, o.c.program_id)
+            )
+            for x in rows:
+                self.units[(kid, x[0], x[1], day)] = int(x[2])
+                value_key = (kid, x[1], day)
+                self.values[value_key] = self.values.get(value_key, 0) + int(x[3])
+        return (kid, member, program, day), (kid, program, day)
 
     def check_limits(
         self, record: VerifiedRecord, policy: OfflinePolicy, value: int
@@ -506,13 +794,13 @@ class _Sync:
         """
         c = record.claims
         units_key, value_key = self.limit_keys(record.kid, c.member, c.program, c.iat)
-        units, limit = self.units[units_key], policy.member_daily_limit
+        units, limit = self.units.get(units_key, 0), policy.member_daily_limit
         if units + c.quantity > limit:
             raise OfflineMemberLimit(
                 f"offline, a member may get {limit} of {policy.name} a day at one device:"
                 f" {units} accepted already on {units_key[3]}"
             )
-        spent, ceiling = self.values[value_key], policy.station_daily_value
+        spent, ceiling = self.values.get(value_key, 0), policy.station_daily_value
         if spent + value > ceiling:
             raise OfflineStationCeiling(
                 f"the device's offline limit for {policy.name} on {value_key[2]} is {ceiling}"
@@ -525,13 +813,15 @@ class _Sync:
     ) -> SyncItem:
         digest = _digest(token)
         code, message = e.code, str(e)[:200]
-        earlier = self.conn.execute(
-            select(offline_records.c.entry).where(
-                offline_records.c.record == digest,
-                offline_records.c.status == REFUSED,
-                offline_records.c.reason == code,
-            )
-        ).scalar()
+        earlier = self.refusals.get((digest, code))
+        if earlier is None:
+            earlier = self.conn.execute(
+                select(offline_records.c.entry).where(
+                    offline_records.c.record == digest,
+                    offline_records.c.status == REFUSED,
+                    offline_records.c.reason == code,
+                )
+            ).scalar()
         if earlier is None:
             earlier = self.tx.append(
                 REFUSED_TYPE,
@@ -545,6 +835,7 @@ class _Sync:
                     "message": message,
                 },
             ).index
+            self.refusals[(digest, code)] = earlier  # its row is written at the batch's end
         return SyncItem(index, seq, kid, digest, REFUSED, code, earlier, message)
 
     def judge(self, index: int, record: VerifiedRecord) -> SyncItem:
@@ -561,22 +852,13 @@ class _Sync:
             "offline_at": c.iat,
         }
         at = datetime.fromtimestamp(c.iat, UTC)
-        used = self.conn.execute(
-            _PRESENTATION_USED, {"presentation": keys.b64url_decode(c.presentation).hex()}
-        ).first()
+        presentation = keys.b64url_decode(c.presentation).hex()
         try:
-            if used is not None:
+            if presentation in self.used_presentations:
                 raise r.PresentationReplayed("this QR presentation was redeemed already")
-            policy = self.policy_at(c.program, at)
-            judged = r.judge_at(
-                self.conn,
-                self.members,
-                station_id=self.station_id,
-                program=c.program,
-                member_id=c.member,
-                quantity=c.quantity,
-                at=at,
-            )
+            version = self.version_at(c.program, p.format_time(at))
+            policy = None if version is None else self.policy_of(c.program, version)
+            judged = self.judge_at(c.member, c.program, c.quantity, at)
             counted = None if policy is None else self.check_limits(record, policy, judged.value)
         except r.Refused as e:
             reason = REPLAYED if isinstance(e, r.PresentationReplayed) else e.code
@@ -605,25 +887,37 @@ class _Sync:
             "idempotency": f"offline:{record.kid}:{c.seq}",
         }
         entry = self.tx.append(RECORDED_TYPE, self.actor, body)
+        # what the projections just wrote, folded into this request's view
+        self.used_presentations.add(presentation)
+        quota_key = (c.member, c.program, judged.period)
+        self.quota[quota_key] = self.quota_used(*quota_key) + c.quantity
+        if judged.value and c.program in self.budget:
+            spent = self.budget[c.program]
+            spent[judged.funding] = spent.get(judged.funding, 0) + judged.value
         if counted is not None:
-            self.units[counted[0]] += c.quantity
-            self.values[counted[1]] += judged.value
+            self.units[counted[0]] = self.units.get(counted[0], 0) + c.quantity
+            self.values[counted[1]] = self.values.get(counted[1], 0) + judged.value
         return SyncItem(index, c.seq, record.kid, record.hash, ACCEPTED, None, entry.index)
 
-    def chain(self, kid: str | None, group: list[tuple[int, str]]) -> list[SyncItem]:
-        """Verify and judge one device key's records (in request order) after its head."""
-        head = None if kid is None else self.conn.execute(_HEAD, {"kid": kid}).first()
-        tokens = [t for _, t in group]
-        result = verify_batch(
-            tokens,
-            0 if head is None else int(head.seq),
+    def verify(self, kid: str | None, group: list[tuple[int, str]]) -> BatchResult:
+        """Verify one device key's records (in request order) after its head."""
+        head = None if kid is None else self.heads.get(kid)
+        return verify_batch(
+            [t for _, t in group],
+            0 if head is None else head.seq,
             GENESIS if head is None else head.hash,
             station_keys=self.keys,
             expected_station=self.station_id,
             now=self.tx.now,
-            previous_time=None if head is None else int(head.iat),
+            previous_time=None if head is None else head.iat,
             kid=kid,
+            presigned=self.presigned,
         )
+
+    def chain(
+        self, kid: str | None, group: list[tuple[int, str]], result: BatchResult
+    ) -> list[SyncItem]:
+        """Judge one device key's verified records, then answer the rest of its group."""
         out = [self.judge(group[i][0], rec) for i, rec in enumerate(result.accepted)]
         failure = result.failure
         if failure is None:
@@ -633,7 +927,13 @@ class _Sync:
         for index, token in group[failure.index + 1 :]:
             _, seq = _peek(token)
             try:
-                verify_record(token, self.keys, expected_station=self.station_id, now=self.tx.now)
+                verify_record(
+                    token,
+                    self.keys,
+                    expected_station=self.station_id,
+                    now=self.tx.now,
+                    presigned=self.presigned,
+                )
             except StationRecordError as e:  # wrong on its own: recorded (a stolen device)
                 out.append(self.refuse(index, token, kid, seq, e))
                 continue
@@ -652,9 +952,49 @@ class _Sync:
         return out
 
 
-def sync(tx: Tx, station: Actor, records: Sequence[str], *, members: m.Members) -> SyncResult:
+_ACTIVE_EVENTS = frozenset(
+    ("MemberEnrolled", "MemberApproved", "MemberTransferred", "MemberRejoined")
+)
+"""The membership events after which a member is active (members.py's projection)."""
+
+
+def _member_row(row: Any) -> m.MemberRow:
+    return m.MemberRow(
+        member_id=row.member_id,
+        id_hash=row.id_hash,
+        union_code=row.union_code,
+        status=row.status,
+        joined_at=row.joined_at,
+        since=row.since,
+        left_at=row.left_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def check_ahead(conn: Connection, station_id: str, records: Sequence[object]) -> Presigned:
+    """The records' form and signatures checked BEFORE the single writer runs
+    (:func:`verifier.station.check_signatures`, with the device keys as ``conn`` reads them):
+    pass the answer to :func:`sync` as ``presigned``. In the writer, each record is still
+    checked against the keys as they stand then (a key revoked meanwhile refuses it); a record
+    whose key was not readable here is verified in full there."""
+    return check_signatures(records, device_keys(conn, station_id))
+
+
+def sync(
+    tx: Tx,
+    station: Actor,
+    records: Sequence[str],
+    *,
+    members: m.Members,
+    presigned: Presigned | None = None,
+) -> SyncResult:
     """Verify, judge and record a station's offline records (module docstring). Every record
-    sent gets exactly one answer, in request order.
+    sent gets exactly one answer, in request order. ``presigned``: :func:`check_ahead`'s
+    answer (signatures checked outside the writer), or None to check them all here.
 
     Raises:
         Forbidden: not a station. Invalid: more than :data:`MAX_BATCH` records.
@@ -664,12 +1004,15 @@ def sync(tx: Tx, station: Actor, records: Sequence[str], *, members: m.Members) 
         raise Forbidden("only a station syncs its offline records")
     if len(records) > MAX_BATCH:
         raise Invalid(f"at most {MAX_BATCH} records per sync request")
-    run = _Sync(tx, station, members)
     conn = tx.conn
-    hashes = [_hash(t) for t in records]
+    flush_pending(conn)  # an earlier command of this batch may have appended offline events
+    run = _Sync(tx, station, members, presigned)
+    hashes = [
+        presigned[t].hash if presigned is not None and t in presigned else _hash(t) for t in records
+    ]
     wanted = {h for h in hashes if h is not None}
     synced: dict[str, tuple[int, int | None, str | None]] = {}
-    if wanted:
+    for chunk in _chunks(sorted(wanted)):
         rows = conn.execute(
             select(
                 offline_records.c.record,
@@ -677,12 +1020,12 @@ def sync(tx: Tx, station: Actor, records: Sequence[str], *, members: m.Members) 
                 offline_records.c.seq,
                 offline_records.c.kid,
             ).where(
-                offline_records.c.record.in_(sorted(wanted)),
+                offline_records.c.record.in_(chunk),
                 offline_records.c.status.in_((ACCEPTED, CONFLICT)),
                 offline_records.c.station_id == run.station_id,
             )
         )
-        synced = {x.record: (x.entry, x.seq, x.kid) for x in rows}
+        synced.update({x.record: (x.entry, x.seq, x.kid) for x in rows})
     answers: dict[int, SyncItem] = {}
     first_of: dict[str, int] = {}
     repeats: list[tuple[int, int]] = []
@@ -697,10 +1040,13 @@ def sync(tx: Tx, station: Actor, records: Sequence[str], *, members: m.Members) 
             continue
         if digest is not None:
             first_of[digest] = index
-        kid, _ = _peek(token)
+        checked = None if presigned is None else presigned.get(token)
+        kid = checked.kid if checked is not None else _peek(token)[0]
         groups.setdefault(kid, []).append((index, token))
+    verified = {kid: run.verify(kid, group) for kid, group in groups.items()}
+    run.prefetch([rec for result in verified.values() for rec in result.accepted])
     for kid, group in groups.items():
-        for item in run.chain(kid, group):
+        for item in run.chain(kid, group, verified[kid]):
             answers[item.index] = item
     for index, first in repeats:  # the same record twice in one request
         earlier = answers[first]
@@ -709,6 +1055,7 @@ def sync(tx: Tx, station: Actor, records: Sequence[str], *, members: m.Members) 
             index, earlier.seq, earlier.kid, earlier.record, status, earlier.reason, earlier.entry
         )
     items = tuple(answers[i] for i in range(len(records)))
+    flush_pending(conn)
     return SyncResult(items, tuple(heads_of(conn, run.station_id)), tx.now)
 
 
@@ -730,7 +1077,6 @@ class Provisioned:
 def redeemable_at(conn: Connection, station_id: str, now: datetime) -> list[Provisioned]:
     """The open programs whose version in force at ``now`` runs today (China time) and may be
     redeemed at the station (its ``where``, within the owner's or ``where.subtree``), by id."""
-    from ledger import programs as p  # noqa: PLC0415
     from ledger.domain import SYSTEM  # noqa: PLC0415
 
     place = get_station(conn, station_id)

@@ -428,6 +428,50 @@ def station_key_records(
     return {r.kid: r for r in records if r.role is keys.Role.STATION and r.scope == station}
 
 
+@dataclass(frozen=True, slots=True)
+class SignatureChecked:
+    """A record whose form (check 1 of :func:`verify_record`) and signature (check 3) were
+    checked ahead, outside any lock: its kid, its claims and its hash. The signature verified
+    under the public key whose RFC 7638 thumbprint is ``kid``, so any key record with that kid
+    holds the same key: :func:`verify_record` then skips the decoding and the Ed25519
+    verification and still makes every other check with the key records it is given."""
+
+    kid: str
+    claims: RecordClaims
+    hash: str
+
+
+Presigned = Mapping[str, SignatureChecked]
+"""token -> :class:`SignatureChecked`, as :func:`check_signatures` builds it."""
+
+
+def check_signatures(
+    tokens: Iterable[object], station_keys: StationKeys
+) -> dict[str, SignatureChecked]:
+    """The tokens among ``tokens`` that decode (check 1) and whose signature verifies under
+    the key their header names, if ``station_keys`` has it (check 3): the expensive half of
+    :func:`verify_record`, done ahead (the server does it before it takes the single writer's
+    lock, on the reader's copy of the device keys). A token missing from the answer is simply
+    verified in full later; nothing here decides a record."""
+    out: dict[str, SignatureChecked] = {}
+    for token in tokens:
+        if not isinstance(token, str) or token in out:
+            continue
+        try:
+            kid, claims, signing_input, signature = _decode(token)
+        except RecordMalformed:
+            continue
+        record = station_keys.get(keys.KeyId(kid))
+        if record is None or record.kid != kid:
+            continue
+        try:
+            record.public_key.verify(signature, signing_input.encode("ascii"))
+        except keys.InvalidSignature:
+            continue
+        out[token] = SignatureChecked(kid, claims, record_hash(token))
+    return out
+
+
 def verify_record(
     token: str,
     station_public_keys_by_kid: StationKeys,
@@ -435,6 +479,7 @@ def verify_record(
     expected_station: str,
     now: datetime,
     max_skew: timedelta = DEFAULT_MAX_SKEW,
+    presigned: Presigned | None = None,
 ) -> VerifiedRecord:
     """Verify one offline record of ``expected_station`` at ``now``. The checks, in order:
 
@@ -448,8 +493,15 @@ def verify_record(
 
     Raises:
         StationRecordError: one of the subclasses above, and nothing else for any string.
+
+    ``presigned`` (:func:`check_signatures`): records whose checks 1 and 3 were made ahead;
+    for them only checks 2, 4, 5 and 6 run here, with ``station_public_keys_by_kid``.
     """
-    kid, claims, signing_input, signature = _decode(token)
+    checked = None if presigned is None or not isinstance(token, str) else presigned.get(token)
+    if checked is None:
+        kid, claims, signing_input, signature = _decode(token)
+    else:
+        kid, claims = checked.kid, checked.claims
     record = station_public_keys_by_kid.get(keys.KeyId(kid))
     if (
         record is None
@@ -458,10 +510,11 @@ def verify_record(
         or record.scope != expected_station
     ):
         raise RecordUnknownKey(f"key {kid} is not a device key of station {expected_station}")
-    try:
-        record.public_key.verify(signature, signing_input.encode("ascii"))
-    except keys.InvalidSignature as e:
-        raise RecordSignatureInvalid("the device key's signature does not verify") from e
+    if checked is None:
+        try:
+            record.public_key.verify(signature, signing_input.encode("ascii"))
+        except keys.InvalidSignature as e:
+            raise RecordSignatureInvalid("the device key's signature does not verify") from e
     if claims.station != expected_station:
         raise RecordWrongStation(
             f"the record is station {claims.station}'s, not {expected_station}'s"
@@ -476,7 +529,9 @@ def verify_record(
             f"record {claims.seq} is dated {_iso(claims.iat)}, {claims.iat - now_s} s in the"
             f" future (leeway {_whole_seconds(max_skew)} s): check the station's clock"
         )
-    return VerifiedRecord(token, kid, record_hash(token), claims)
+    return VerifiedRecord(
+        token, kid, record_hash(token) if checked is None else checked.hash, claims
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +585,7 @@ def verify_batch(
     previous_time: int | None = None,
     kid: str | None = None,
     known_presentations: Container[str] = frozenset(),
+    presigned: Presigned | None = None,
 ) -> BatchResult:
     """Verify a batch of one device's records that continue its chain after ``previous_seq``
     and ``previous_hash`` (0 and :data:`GENESIS` for a device's first batch).
@@ -546,6 +602,8 @@ def verify_batch(
     - no two records carry the same presentation, nor one of ``known_presentations``
       (those the server has recorded already)                          -- RecordReplayed
 
+    ``presigned``: as for :func:`verify_record` (signatures checked ahead).
+
     Never raises for bad records: the result names the first failing record and why.
     """
     accepted: list[VerifiedRecord] = []
@@ -559,6 +617,7 @@ def verify_batch(
                 expected_station=expected_station,
                 now=now,
                 max_skew=max_skew,
+                presigned=presigned,
             )
             _check_link(
                 record,
@@ -855,10 +914,56 @@ class OfflineRedemption:
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineRemaining:
+    """What is left at this device for one member and program on the China day of a decision,
+    under the offline limits (docs/station.md, sections 4 and 5): ``units`` the member may
+    still get (of ``limit`` = :attr:`OfflinePolicy.member_daily_limit`), ``program_value``
+    the fen left of the program's ``station_daily_value``, ``station_value`` the fen left of
+    the station's ``daily_ceiling`` (None: it has none), and when all of them renew (the next
+    China midnight, ``YYYY-MM-DDTHH:MM:SSZ``). After an :class:`Accept`, they count the
+    accepted redemption. Only the offline limits: the server judges the quota over longer
+    periods and other stations at sync."""
+
+    units: int
+    limit: int
+    program_value: int
+    station_value: int | None
+    renews_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "limit": self.limit,
+            "program_value": self.program_value,
+            "station_value": self.station_value,
+            "renews_at": self.renews_at,
+        }
+
+
+def offline_remaining(
+    policy: OfflinePolicy, counters: LocalCounters, *, station: StationInfo, now: datetime
+) -> OfflineRemaining:
+    """What :class:`OfflineRemaining` says is left, from the queue's ``counters`` for the
+    member, the program and the China day of ``now`` (never below 0). Pure."""
+    now_s = _seconds(now, "now")
+    limit = policy.member_daily_limit if policy.allowed else 0
+    ceiling = station.daily_ceiling
+    return OfflineRemaining(
+        units=max(limit - counters.member_units, 0),
+        limit=limit,
+        program_value=max(policy.station_daily_value - counters.program_value, 0),
+        station_value=None if ceiling is None else max(ceiling - counters.station_value, 0),
+        renews_at=_next_china_midnight(now_s).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Accept:
-    """Redeem: sign and queue ``redemption``."""
+    """Redeem: sign and queue ``redemption``. ``remaining``: what is left for the member and
+    the program today at this device once it is redeemed (:class:`OfflineRemaining`)."""
 
     redemption: OfflineRedemption
+    remaining: OfflineRemaining | None = None
 
     @property
     def accepted(self) -> bool:
@@ -985,6 +1090,11 @@ def decide(  # noqa: PLR0911  (one return per refusal reason, in order)
             "this station's offline limit for today is reached: connect to redeem more",
             {"scope": "station", "left": ceiling - counters.station_value, "renews_at": renews_at},
         )
+    after = LocalCounters(
+        counters.member_units + quantity,
+        counters.program_value + value,
+        counters.station_value + value,
+    )
     return Accept(
         OfflineRedemption(
             station=station.station_id,
@@ -998,7 +1108,8 @@ def decide(  # noqa: PLR0911  (one return per refusal reason, in order)
             iat=now_s,
             clk=clk,
             replay_until=max(now_s, presentation.proof_time) + _whole_seconds(REPLAY_KEEP),
-        )
+        ),
+        offline_remaining(policy, after, station=station, now=now),
     )
 
 

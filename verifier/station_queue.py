@@ -27,7 +27,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from verifier.station import (
     OfflinePolicy,
     OfflineRecord,
     OfflineRedemption,
+    OfflineRemaining,
     Refusal,
     StationCache,
     StationInfo,
@@ -140,6 +141,9 @@ class QueuedRecord:
     at: int
     status: Status
     reason: str | None
+    remaining: OfflineRemaining | None = field(default=None, compare=False)
+    """Set on the record :meth:`StationQueue.scan` or :meth:`StationQueue.record_offline`
+    just queued: what is left for the member and program today at this device (not stored)."""
 
     @property
     def accepted(self) -> bool:
@@ -334,7 +338,11 @@ class StationQueue:
     # -- redeeming ---------------------------------------------------------------------------
 
     def _append(
-        self, conn: sqlite3.Connection, redemption: OfflineRedemption, key: keys.PrivateKey
+        self,
+        conn: sqlite3.Connection,
+        redemption: OfflineRedemption,
+        key: keys.PrivateKey,
+        remaining: OfflineRemaining | None = None,
     ) -> QueuedRecord:
         head_seq, head_hash = conn.execute("SELECT seq, hash FROM head").fetchone()
         record: OfflineRecord = sign_record(redemption.claims(head_seq + 1, head_hash), key)
@@ -395,6 +403,7 @@ class StationQueue:
             claims.iat,
             "pending",
             None,
+            remaining,
         )
 
     def _check_key(self, key: keys.PrivateKey, station: StationInfo) -> None:
@@ -446,7 +455,7 @@ class StationQueue:
             )
             if not isinstance(decision, Accept):
                 return decision  # the transaction wrote nothing: committing it is a no-op
-            return self._append(conn, decision.redemption, key)
+            return self._append(conn, decision.redemption, key, decision.remaining)
 
     def scan(
         self,
@@ -482,7 +491,7 @@ class StationQueue:
             )
             if not isinstance(decision, Accept):
                 return decision
-            return self._append(conn, decision.redemption, key)
+            return self._append(conn, decision.redemption, key, decision.remaining)
 
     # -- syncing -----------------------------------------------------------------------------
 

@@ -117,7 +117,11 @@ function renderVerdict() {
   $("verdict-reason").textContent =
     v.state === "refused" ? reasonWords(v.code, v.message) : v.member ? t("verdict.member", v) : "";
   const detail = [];
-  if (v.remaining !== undefined && v.remaining !== null) detail.push(t("verdict.remaining", v));
+  if (v.remaining !== undefined && v.remaining !== null) {
+    // online: the quota left on the ledger; offline (valid, queued): what this device may
+    // still hand out to the member today under the offline limits
+    detail.push(t(v.state === "redeemed" ? "verdict.remaining" : "verdict.remaining-offline", v));
+  }
   if (v.state === "queued") detail.push(t("verdict.queued-detail", v));
   if (v.state === "redeemed" && v.redemption) detail.push(t("verdict.online-detail", v));
   if (v.state === "error") detail.push(t("error.local", v));
@@ -160,10 +164,11 @@ async function check(text) {
   scanned = null;
   show({ state: "checking" });
   try {
-    const r = await api("POST", "/api/verify", { text });
+    const program = $("program").value || undefined;
+    const r = await api("POST", "/api/verify", { text, program });
     if (r.valid) {
       scanned = text;
-      show({ state: "valid", member: r.member });
+      show({ state: "valid", member: r.member, remaining: r.remaining });
     } else {
       show({ state: "refused", code: r.code, message: r.message });
     }

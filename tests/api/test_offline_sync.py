@@ -8,6 +8,8 @@ key) are conflicts for the offline limits; the projections always equal a rebuil
 from __future__ import annotations
 
 import dataclasses
+import random
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,11 +21,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 import keys
+from ledger import offline as o
 from ledger import programs, stations
 from ledger.accounts import PasswordCost, create_account
-from ledger.domain import SYSTEM
+from ledger.domain import SYSTEM, Actor, Role
+from ledger.identity import synthetic_id_number
 from ledger.projections import compare, default_projections
-from ledger.redemptions import quota_used
+from ledger.redemptions import budget_used, quota_used
+from ledger.vault import PersonalData
 from tests.api.redemption_world import World, build_world
 from tests.api.redemption_world import rules as rules_of
 from verifier.entry import parse_entry
@@ -68,6 +73,21 @@ class Device:
         )
         assert isinstance(decision, Accept), decision
         return self.sign(decision.redemption)
+
+    def decision(self, program: str) -> OfflineRedemption:
+        """The station's genuine offline decision for a fresh QR code, not signed yet."""
+        self.clock = max(self.clock + 1, int(time.time()) + 1)
+        at = datetime.fromtimestamp(self.clock, UTC)
+        decision = judge(
+            self.world.qr(now=at)[0],
+            program=program,
+            quantity=1,
+            cache=self.cache,
+            counters=lambda *_: LocalCounters(),
+            now=at,
+        )
+        assert isinstance(decision, Accept), decision
+        return decision.redemption
 
     def sign(self, redemption: OfflineRedemption) -> str:
         self.seq += 1
@@ -442,4 +462,229 @@ def test_forged_records_beyond_the_station_ceiling_are_conflicts(
         ("offline-station-ceiling", 1, 5_000),
     ]
     assert used(w, "OFF-CAP") == 2
+    same_as_rebuild(w)
+
+
+def _wait_past(second: int) -> None:
+    while time.time() < second + 1:  # entry times are exact; records whole seconds
+        time.sleep(0.05)
+
+
+def _newcomer(w: World, n: int) -> str:
+    person = PersonalData(
+        name="新会员", id_number=synthetic_id_number(random.Random(n)), phone=f"1391234{n:04d}"
+    )
+    return str(
+        w.run(
+            lambda tx: w.services.members.enrol(tx, SYSTEM, union_code="110105-0001", person=person)
+        ).member_id
+    )
+
+
+def test_the_member_is_judged_as_at_the_record(world: tuple[World, TestClient]) -> None:
+    """Issue 7: a member who left after the record was made was a member then (accepted); one
+    who joined after it was not (not-a-member); one who had left before it neither."""
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    kept = d.record("OFF-WATER")  # made while w.member_id is a member
+    early = d.decision("OFF-WATER")  # another one, made before the newcomer joins
+    _wait_past(d.clock)
+    newcomer = _newcomer(w, 1)
+    w.run(lambda tx: w.services.members.leave(tx, SYSTEM, w.member_id))
+    made_early = d.sign(dataclasses.replace(early, member=newcomer))
+    _wait_past(int(time.time()))
+    late = dataclasses.replace(  # after the leave (the station could not know)
+        early,
+        iat=int(time.time()),
+        clk=int(time.time()),
+        presentation=keys.b64url_encode(bytes(range(32))),
+    )
+    after_leaving = d.sign(late)
+    joined = d.sign(  # the newcomer, after joining
+        dataclasses.replace(
+            late, member=newcomer, presentation=keys.b64url_encode(bytes(range(1, 33)))
+        )
+    )
+    body = sync(w, client, [kept, made_early, after_leaving, joined])
+    assert statuses(body) == [
+        ("accepted", None),  # left after the record: a member then
+        ("conflict", "not-a-member"),  # joined after the record
+        ("conflict", "not-a-member"),  # had left before the record
+        ("accepted", None),
+    ]
+    recorded = events(w, "OfflineRedemptionRecorded")
+    assert [(e["member"], e["home"]) for e in recorded] == [
+        (w.member_id, "110105-0001"),
+        (newcomer, "110105-0001"),
+    ]
+    assert used(w, "OFF-WATER") == 1
+    same_as_rebuild(w)
+
+
+def test_quota_and_budget_in_one_request_across_devices_and_online(
+    world: tuple[World, TestClient],
+) -> None:
+    """The per-request tallies: two devices of the station in one request share the member's
+    quota with an online redemption made meanwhile; the budget is never exceeded."""
+    w, client = world
+    w.program(
+        "OFF-THREE",
+        quota={"count": 3, "per": "program"},
+        budget=20_000,  # four units of 5,000 fen
+        offline=OFFLINE,
+    )
+    a, b = device(w, client), device(w, client)
+    first = [a.record("OFF-THREE"), a.record("OFF-THREE")]
+    second = [b.record("OFF-THREE"), b.record("OFF-THREE")]
+    online = client.post(
+        "/v1/redemptions",
+        json=w.redeem_body("OFF-THREE", "k-1"),
+        headers=w.station_token(client, "ST-BJ-2"),
+    )
+    assert online.status_code == 201, online.text
+    body = sync(w, client, [first[0], second[0], first[1], second[1]])
+    # judged device by device, in request order: a's two, then b's two
+    assert statuses(body) == [
+        ("accepted", None),
+        ("conflict", "quota-used"),
+        ("accepted", None),
+        ("conflict", "quota-used"),
+    ]
+    assert used(w, "OFF-THREE") == 3
+    newcomer = _newcomer(w, 2)  # another member: the budget has one unit left
+    c = device(w, client)
+    spend = [
+        c.sign(dataclasses.replace(c.decision("OFF-THREE"), member=newcomer)) for _ in range(2)
+    ]
+    assert statuses(sync(w, client, spend)) == [
+        ("accepted", None),
+        ("conflict", "budget-exhausted"),
+    ]
+    with w.services.engine.connect() as conn:
+        assert sum(budget_used(conn, "OFF-THREE").values()) == 20_000
+    same_as_rebuild(w)
+
+
+def test_two_syncs_in_one_writer_batch(world: tuple[World, TestClient]) -> None:
+    """Two sync requests of the same station in one batch of the single writer: the second
+    sees what the first appended (the offline rows are written at the batch's end)."""
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    records = [d.record("OFF-WATER") for _ in range(5)]
+    station = Actor(Role.STATION, d.key.key_id, STATION)
+    sequencer, members = w.services.sequencer, w.services.members
+    gate = threading.Event()
+    blocker = sequencer.submit(lambda tx: gate.wait(10))  # holds the writer
+    time.sleep(0.2)
+    one = sequencer.submit(lambda tx: o.sync(tx, station, records[:3], members=members))
+    two = sequencer.submit(lambda tx: o.sync(tx, station, records, members=members))
+    gate.set()
+    blocker.result(10)
+    first, second = one.result(10), two.result(10)
+    assert [i.status for i in first.items] == ["accepted"] * 3
+    assert [i.status for i in second.items] == ["duplicate"] * 3 + ["accepted"] * 2
+    assert [h.seq for h in second.heads] == [5]
+    assert used(w, "OFF-WATER") == 5
+    same_as_rebuild(w)
+
+
+def test_signatures_checked_ahead_still_meet_the_keys_of_the_writer(
+    world: tuple[World, TestClient],
+) -> None:
+    """check_ahead runs before the writer; a key revoked in between still refuses the records
+    dated after its revocation, and a tampered record is never in the ahead answer."""
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    before = d.record("OFF-WATER")
+    first = d.clock
+    d.clock = int(time.time()) + 60  # dated a minute ahead (within the clock leeway)
+    after = d.record("OFF-WATER")
+    header, claims, signature = after.split(".")
+    tampered = f"{header}.{claims}.{signature[:-2]}AA"
+    with w.services.engine.connect() as conn:
+        ahead = o.check_ahead(conn, STATION, [before, after, tampered, "junk"])
+    assert set(ahead) == {before, after}
+    _wait_past(first)
+    w.run(  # revoked after the first record's second, before the second's
+        lambda tx: stations.revoke_station_key(
+            tx, SYSTEM, station=STATION, kid=d.key.key_id, reason="设备被盗"
+        )
+    )
+    station = Actor(Role.STATION, d.key.key_id, STATION)
+    result = w.run(
+        lambda tx: o.sync(tx, station, [before, after], members=w.services.members, presigned=ahead)
+    )
+    assert [(i.status, i.reason) for i in result.items] == [
+        ("accepted", None),
+        ("refused", "record-key-revoked"),
+    ]
+    same_as_rebuild(w)
+
+
+def test_stacking_is_judged_with_the_request_own_appends(
+    world: tuple[World, TestClient],
+) -> None:
+    """A program that does not stack with another: its record after the other's, in the same
+    request, is a conflict (the request's own redemption counts at once)."""
+    w, client = world
+    w.program("OFF-A", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    w.program(
+        "OFF-B",
+        quota={"count": 100, "per": "program"},
+        offline=OFFLINE,
+        no_stack_with=["OFF-A"],
+    )
+    w.program("OFF-C", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    records = [d.record("OFF-C"), d.record("OFF-B"), d.record("OFF-A"), d.record("OFF-B")]
+    assert statuses(sync(w, client, records)) == [
+        ("accepted", None),
+        ("accepted", None),
+        ("conflict", "not-stackable"),  # A after B: B's version declares it, either side counts
+        ("accepted", None),  # B again: the conflicted A is not counted
+    ]
+    same_as_rebuild(w)
+
+
+def test_quota_and_budget_tallies_per_member_in_one_request(
+    world: tuple[World, TestClient],
+) -> None:
+    """Several members interleaved in one request: each member's quota and the program's
+    budget are tallied as the request appends; a second request reads the same from the
+    ledger."""
+    w, client = world
+    w.program(
+        "OFF-Q2",
+        quota={"count": 2, "per": "program"},
+        budget=25_000,  # five units of 5,000 fen
+        offline=OFFLINE,
+    )
+    people = sorted([w.member_id, _newcomer(w, 3), _newcomer(w, 4)])
+    d = device(w, client)
+
+    def records(order: list[int]) -> list[str]:
+        return [d.sign(dataclasses.replace(d.decision("OFF-Q2"), member=people[i])) for i in order]
+
+    assert statuses(sync(w, client, records([0, 0]))) == [("accepted", None)] * 2  # used up
+    order = [0, 1, 0, 2, 1, 0, 2, 1]
+    body = sync(w, client, records(order))
+    assert statuses(body) == [
+        ("conflict", "quota-used"),  # the first member used both before
+        ("accepted", None),
+        ("conflict", "quota-used"),
+        ("accepted", None),
+        ("accepted", None),
+        ("conflict", "quota-used"),
+        ("conflict", "budget-exhausted"),  # the third member's second: five units spent
+        ("conflict", "quota-used"),  # the second member's third
+    ]
+    with w.services.engine.connect() as conn:
+        assert [quota_used(conn, m, "OFF-Q2", "program") for m in people] == [2, 2, 1]
+        assert sum(budget_used(conn, "OFF-Q2").values()) == 25_000
+    again = sync(w, client, records(order))  # the same again, from the ledger's figures
+    assert [s for s, _ in statuses(again)] == ["conflict"] * len(order)
+    assert {r for _, r in statuses(again)} == {"quota-used", "budget-exhausted"}
     same_as_rebuild(w)

@@ -129,8 +129,21 @@ def test_station_commands_end_to_end(
     out = expect(capsys, 1, ["redeem", "--dir", d, "--program", "NO-SUCH", w.qr()[0]])
     assert out.startswith("refused: ")
 
-    expect(capsys, 0, [*redeem, "--offline", w.qr()[0]], "(pending sync): record 1")
+    left = "offline quota left today at this station"
+    verify = ["verify", "--dir", d, "--program", PROGRAM]
+    expect(capsys, 0, [*verify, w.qr()[0]], f"{PROGRAM}: {left}: 1 of 1, 10000.00 yuan")
+    expect(
+        capsys,
+        0,
+        [*redeem, "--offline", w.qr()[0]],
+        "(pending sync): record 1",
+        f"{left}: 0 of 1, 9950.00 yuan",  # the remaining quota, with the verdict
+    )
     expect(capsys, 1, [*redeem, "--offline", w.qr()[0]], "refused: offline-member-limit")
+    out = expect(capsys, 0, ["verify", "--dir", d, w.qr()[0]], f"{PROGRAM}: {left}: 0 of 1")
+    assert f"{ONCE}: {left}: 1 of 1" in out  # every program redeemable offline here
+    doc = station_cli.verify_text(d, w.qr()[0], program=PROGRAM)
+    assert (doc["remaining"], doc["offline_remaining"][PROGRAM]["program_value"]) == (0, 995_000)
 
     status = json.loads(expect(capsys, 0, ["status", "--dir", d, "--json"]))
     assert (status["pending"], status["last_sync"], status["stale"]) == (1, None, False)

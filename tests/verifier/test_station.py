@@ -55,13 +55,16 @@ from verifier.station import (
     MaxAges,
     OfflinePolicy,
     OfflineRecord,
+    OfflineRemaining,
     RecordClaims,
     Refusal,
     StationCache,
     StationInfo,
+    check_signatures,
     china_day,
     decide,
     judge,
+    offline_remaining,
     record_hash,
     sign_record,
     station_key_records,
@@ -786,6 +789,73 @@ def test_decide_accepts_with_the_record_to_sign() -> None:
     c = r.claims(5, GENESIS)
     assert (c.seq, c.prev, c.value, c.iat) == (5, GENESIS, 3000, r.iat)
     assert sign_record(c, W.device).claims == c
+    # The remaining quota, counting this redemption (what the verdict shows).
+    meal = POLICIES["MEAL"]
+    assert result.remaining == OfflineRemaining(
+        units=meal.member_daily_limit - 3,
+        limit=meal.member_daily_limit,
+        program_value=meal.station_daily_value - 4500,
+        station_value=None,
+        renews_at="2027-07-01T16:00:00Z",
+    )
+
+
+def test_offline_remaining_counts_the_limits_and_never_goes_below_zero() -> None:
+    cool = POLICIES["COOL"]
+    capped = StationInfo(STATION, "union_station", daily_ceiling=8000)
+    fresh = offline_remaining(cool, LocalCounters(), station=capped, now=T0)
+    assert (fresh.units, fresh.limit, fresh.program_value, fresh.station_value) == (
+        cool.member_daily_limit,
+        cool.member_daily_limit,
+        cool.station_daily_value,
+        8000,
+    )
+    spent = LocalCounters(member_units=9, program_value=10**9, station_value=9000)
+    over = offline_remaining(cool, spent, station=capped, now=T0)
+    assert (over.units, over.program_value, over.station_value) == (0, 0, 0)
+    assert over.to_json()["renews_at"] == "2027-07-01T16:00:00Z"
+    accepted = decide(verified(), cool, LocalCounters(), station=capped, quantity=1, now=T0)
+    assert isinstance(accepted, Accept)
+    assert accepted.remaining is not None
+    assert (accepted.remaining.units, accepted.remaining.station_value) == (
+        cool.member_daily_limit - 1,
+        8000 - 5000,
+    )
+    gift = offline_remaining(POLICIES["GIFT"], LocalCounters(), station=A_INFO, now=T0)
+    assert (gift.units, gift.limit) == (0, 0)  # not redeemable offline at all
+
+
+def test_signatures_checked_ahead_change_no_verdict() -> None:
+    """check_signatures keeps only records whose form and signature verify; with its answer
+    (presigned), verify_record and verify_batch decide exactly as without it, with the key
+    records they are given (a key revoked since is still refused)."""
+    records = chain(4)
+    genuine = tokens(records)
+    mutated = _mutations(genuine[0])[::7]
+    ahead = check_signatures([*genuine, *mutated, 42, None], W.keys_a)
+    assert set(ahead) == set(genuine)
+    assert ahead[genuine[1]].hash == records[1].hash
+    assert all(ahead[t].claims == r.claims for t, r in zip(genuine, records, strict=True))
+    for token in [*genuine, *mutated]:
+        outcomes = []
+        for presigned in (None, ahead):
+            try:
+                outcomes.append(verify(token, presigned=presigned))
+            except StationRecordError as e:
+                outcomes.append(type(e))
+        assert outcomes[0] == outcomes[1], token
+    iat = records[1].claims.time
+    revoked = {W.device.key_id: dataclasses.replace(W.device_rec, revoked_at=iat)}
+    with pytest.raises(RecordKeyRevoked):
+        verify_record(genuine[1], revoked, expected_station=STATION, now=T0 + DAY, presigned=ahead)
+    with pytest.raises(RecordUnknownKey):  # another station's keys: still checked
+        verify_record(genuine[1], W.keys_b, expected_station=STATION, now=T0 + DAY, presigned=ahead)
+    for sent in (genuine, [genuine[0], genuine[2]], [genuine[1], genuine[0]], [mutated[0]]):
+        plain, fast = batch(sent), batch(sent, presigned=ahead)
+        assert plain.accepted == fast.accepted
+        assert (plain.failure is None) == (fast.failure is None)
+        if plain.failure is not None:
+            assert str(plain.failure) == str(fast.failure)
 
 
 def test_decide_refuses_for_each_reason() -> None:

@@ -181,9 +181,12 @@ def test_station_app_scan_redeem_offline_sync(
     page.get_by_test_id("program").select_option(OFFLINE_PROGRAM)
     _scan(page, w.qr()[0])
     _verdict(page, "valid")
+    assert "今日本机离线剩余：1" in page.get_by_test_id("verdict-detail").inner_text()
     page.get_by_test_id("redeem").click()
     _verdict(page, "queued")
-    assert "已存入离线队列" in page.get_by_test_id("verdict-detail").inner_text()
+    detail = page.get_by_test_id("verdict-detail").inner_text()
+    assert "已存入离线队列" in detail
+    assert "今日本机离线剩余：0" in detail  # the offline quota left, once redeemed
     page.wait_for_selector("[data-testid=pending]:text-is('1')")
 
     # A second offline redemption of the same member today: red, in plain words.
