@@ -38,8 +38,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     func,
-    or_,
     select,
     tuple_,
 )
@@ -115,40 +115,51 @@ def _insert(conn: Connection) -> Any:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
+_PATH = select(u.unions.c.path).where(u.unions.c.code == bindparam("code"))
+_SPANS = select(member_groups.c.grp, member_groups.c.start, member_groups.c.end).where(
+    member_groups.c.member_id == bindparam("member")
+)
+_GROUP_EVENTS = frozenset({"MemberEnrolled", "MemberGroupAdded", "MemberGroupEnded"})
+
+
 class _SqlContext:
     """The ``verifier.stats.Context`` answered from the projections' tables, which hold the
-    chain's state up to the entry before the one being applied (they apply in order)."""
+    chain's state up to the entry before the one being applied (they apply in order). Union
+    chains and members' group spans are remembered for one batch (statements built once):
+    measured, a query per redemption built anew took a third of the writer's time at sync."""
 
     def __init__(self) -> None:
         self.conn: Connection | None = None
         self._paths: dict[str, tuple[str, ...]] = {}
+        self._spans: dict[str, list[tuple[str, str, str | None]]] = {}
 
     def clear(self) -> None:
         self._paths.clear()
+        self._spans.clear()
+
+    def saw(self, entry: Entry) -> None:
+        """Forget what ``entry`` (applied by the other projections already) may change."""
+        if entry.type in ("UnionCreated", "UnionMoved"):
+            self._paths.clear()
+        elif entry.type in _GROUP_EVENTS and isinstance(member := entry.body.get("member"), str):
+            self._spans.pop(member, None)
 
     def ancestors(self, union: str) -> Sequence[str]:
         chain = self._paths.get(union)
         if chain is None:
             assert self.conn is not None
-            path = self.conn.execute(
-                select(u.unions.c.path).where(u.unions.c.code == union)
-            ).scalar()
+            path = self.conn.execute(_PATH, {"code": union}).scalar()
             chain = tuple(path.strip("/").split("/")) if path else ()
             self._paths[union] = chain
         return chain
 
     def groups(self, member: str, day: str) -> Sequence[str]:
-        assert self.conn is not None
-        g = member_groups.c
-        return list(
-            self.conn.execute(
-                select(g.grp).where(
-                    g.member_id == member,
-                    g.start <= day,
-                    or_(g.end.is_(None), g.end > day),
-                )
-            ).scalars()
-        )
+        spans = self._spans.get(member)
+        if spans is None:
+            assert self.conn is not None
+            spans = [(r[0], r[1], r[2]) for r in self.conn.execute(_SPANS, {"member": member})]
+            self._spans[member] = spans
+        return [g for g, start, end in spans if start <= day and (end is None or end > day)]
 
     def reversed_by(self, redemption: int, reversal: int) -> vs.Posted | None:
         assert self.conn is not None
@@ -180,9 +191,7 @@ class StatsProjection:
         self._seen: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
 
     def apply(self, conn: Connection, entry: Entry) -> None:
-        if entry.type in ("UnionCreated", "UnionMoved"):
-            self._ctx.clear()
-            return
+        self._ctx.saw(entry)
         self._ctx.conn = conn
         found = vs.effect(entry, self._ctx)
         if found is None:
