@@ -105,6 +105,8 @@ class History:
                 self.open.discard((member, group))
                 body = {"member": member, "group": group, "until": day}
                 return Event("MemberGroupEnded", "system", body)
+            self.open.add((member, group))
+            self.starts.add((member, group, day))
             return Event(
                 "MemberGroupAdded", "system", {"member": member, "group": group, "from": day}
             )
@@ -188,7 +190,7 @@ ops = st.one_of(
 
 
 @settings(
-    max_examples=25,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
