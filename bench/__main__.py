@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["keys", "ledger", "unions", "credential", "redemption", "sync"]
+BENCHMARKS = ["keys", "ledger", "unions", "credential", "redemption", "sync", "stats"]
 
 
 def main(names: list[str]) -> int:

@@ -53,7 +53,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    insert,
     or_,
     select,
     update,
@@ -63,6 +62,7 @@ from ledger import members as m
 from ledger import programs as p
 from ledger import unions
 from ledger.credentials import credentials
+from ledger.db import driver_sql
 from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
@@ -128,23 +128,22 @@ _SEEN = select(redemptions.c.redemption, redemptions.c.idempotency).where(
 _CREDENTIAL = select(credentials.c.revoked_at).where(
     credentials.c.credential_hash == bindparam("hash")
 )
-_INSERT = insert(redemptions)
-_BUMP_QUOTA = (
-    update(quota_usage)
-    .where(
-        quota_usage.c.member_id == bindparam("b_member"),
-        quota_usage.c.program_id == bindparam("b_program"),
-        quota_usage.c.period == bindparam("b_period"),
-    )
-    .values(used=quota_usage.c.used + bindparam("b_amount"))
+# Applied to every redemption: the driver's own statements, each built once (measured: the
+# projection's SQLAlchemy statements took about 40% of an append of a RedemptionRecorded).
+_INSERT_SQL = (
+    "INSERT INTO redemptions (redemption, program_id, version, member_id, station_id, quantity,"
+    " value, funding_union, operating_union, home_union, period, at, presentation, idempotency)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_BUMP_BUDGET = (
-    update(budget_usage)
-    .where(
-        budget_usage.c.program_id == bindparam("b_program"),
-        budget_usage.c.funding_union == bindparam("b_funding"),
-    )
-    .values(used=budget_usage.c.used + bindparam("b_amount"))
+_QUOTA_SQL = (
+    "INSERT INTO quota_usage (member_id, program_id, period, used) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (member_id, program_id, period) DO UPDATE SET used = quota_usage.used"
+    " + excluded.used"
+)
+_BUDGET_SQL = (
+    "INSERT INTO budget_usage (program_id, funding_union, used) VALUES (?, ?, ?)"
+    " ON CONFLICT (program_id, funding_union) DO UPDATE SET used = budget_usage.used"
+    " + excluded.used"
 )
 
 
@@ -374,25 +373,25 @@ class RedemptionsProjection:
         body = entry.body
         if entry.type in ("RedemptionRecorded", "OfflineRedemptionRecorded"):
             offline = entry.type == "OfflineRedemptionRecorded"  # synced (ledger/offline.py)
-            conn.execute(
-                _INSERT,
-                {
-                    "redemption": entry.index,
-                    "program_id": body["program"],
-                    "version": body["version"],
-                    "member_id": body["member"],
-                    "station_id": body["station"],
-                    "quantity": body["quantity"],
-                    "value": body["value"],
-                    "funding_union": body["funding"],
-                    "operating_union": body["operating"],
-                    "home_union": body["home"],
-                    "period": body["period"],
+            conn.exec_driver_sql(
+                driver_sql(conn, _INSERT_SQL),
+                (
+                    entry.index,
+                    body["program"],
+                    body["version"],
+                    body["member"],
+                    body["station"],
+                    body["quantity"],
+                    body["value"],
+                    body["funding"],
+                    body["operating"],
+                    body["home"],
+                    body["period"],
                     # an offline redemption happened when the station handed it out
-                    "at": offline_time(body["offline_at"]) if offline else entry.time,
-                    "presentation": base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
-                    "idempotency": _idempotency(body["station"], body["idempotency"]),
-                },
+                    offline_time(body["offline_at"]) if offline else entry.time,
+                    base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
+                    _idempotency(body["station"], body["idempotency"]),
+                ),
             )
             self._usage(conn, body, +1)
         elif entry.type == "RedemptionReversed":
@@ -419,27 +418,14 @@ class RedemptionsProjection:
 
     @staticmethod
     def _usage(conn: Connection, body: Any, sign: int) -> None:
-        member, program, period = body["member"], body["program"], body["period"]
-        units = sign * body["quantity"]
-        bumped = conn.execute(
-            _BUMP_QUOTA,
-            {"b_member": member, "b_program": program, "b_period": period, "b_amount": units},
+        conn.exec_driver_sql(
+            driver_sql(conn, _QUOTA_SQL),
+            (body["member"], body["program"], body["period"], sign * body["quantity"]),
         )
-        if bumped.rowcount == 0:
-            conn.execute(
-                insert(quota_usage).values(
-                    member_id=member, program_id=program, period=period, used=units
-                )
-            )
-        value = sign * body["value"]
-        funding = body["funding"]
-        bumped = conn.execute(
-            _BUMP_BUDGET, {"b_program": program, "b_funding": funding, "b_amount": value}
+        conn.exec_driver_sql(
+            driver_sql(conn, _BUDGET_SQL),
+            (body["program"], body["funding"], sign * body["value"]),
         )
-        if bumped.rowcount == 0:
-            conn.execute(
-                insert(budget_usage).values(program_id=program, funding_union=funding, used=value)
-            )
 
     def flush(self, conn: Connection) -> None:
         pass

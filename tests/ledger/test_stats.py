@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from keys import PrivateKey
 from ledger import stats as ls
@@ -97,6 +98,8 @@ class History:
             return Event("MemberEnrolled", "system", body)
         if kind == "group":
             _, member, group, day, ended = op
+            if member not in self.enrolled:
+                return None
             if ended != ((member, group) in self.open) or (
                 not ended and (member, group, day) in self.starts
             ):
@@ -226,7 +229,47 @@ def test_the_projection_equals_the_fold_of_the_chain(
         if h.homed:
             assert any(k[0] == "U:100000" for k in published.cells)
         assert compare(ledger.engine, default_projections()) == []
+        # The monthly roll-up is the sum of the day cells of U:, O: and S: scopes
+        months: dict[tuple[str, str, str], list[int]] = {}
+        for (scope, program, period), counts in published.cells.items():
+            if len(period) == 10:
+                acc = months.setdefault((scope, program, period[:7]), [0] * vs.N)
+                acc[:] = [a + b for a, b in zip(acc, counts, strict=True)]
+        with ledger.engine.connect() as conn:
+            c = ls.stats_months.c
+            stored = {
+                (r[0], r[1], r[2]): list(r[3:])
+                for r in conn.execute(
+                    select(c.scope, c.program, c.period, *(c[f] for f in vs.FIELDS))
+                )
+            }
+        assert stored == months
     finally:
         ledger.sequencer.close()
         ledger.writer.dispose()
         ledger.engine.dispose()
+
+
+@given(
+    start=st.dates(min_value=date(2024, 1, 1), max_value=date(2027, 12, 31)),
+    length=st.integers(0, 800),
+)
+def test_a_range_splits_into_edge_days_and_whole_months(start: date, length: int) -> None:
+    end = start + timedelta(days=length)
+    days, months = ls.split_range(start.isoformat(), end.isoformat())
+    covered: set[date] = set()
+    for a, z in days:
+        d = date.fromisoformat(a)
+        while d <= date.fromisoformat(z):
+            covered.add(d)
+            d += timedelta(days=1)
+    assert len(days) <= 2
+    if months is not None:
+        d = date.fromisoformat(months[0] + "-01")
+        assert d.day == 1
+        while d.isoformat()[:7] <= months[1]:
+            assert d not in covered  # nothing counted twice
+            covered.add(d)
+            d += timedelta(days=1)
+    want = {start + timedelta(days=i) for i in range(length + 1)}
+    assert covered == want
