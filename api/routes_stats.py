@@ -23,7 +23,7 @@ import io
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 
@@ -35,10 +35,29 @@ from verifier import stats as vs
 
 router = APIRouter(tags=["statistics"])
 
-Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="China date")]
+DATE = r"^\d{4}-\d{2}-\d{2}$"
+Day = Annotated[str | None, Query(pattern=DATE, description="China date")]
 Format = Annotated[Literal["json", "csv"], Query()]
 UnionCode = Annotated[str, Path(max_length=32)]
 StationId = Annotated[str, Path(max_length=64)]
+
+
+def _span(
+    start: Annotated[
+        str | None, Query(alias="from", pattern=DATE, description="China date")
+    ] = None,
+    end: Annotated[str | None, Query(alias="to", pattern=DATE, description="default today")] = None,
+) -> tuple[str, str]:
+    """The ``from``/``to`` query pair, checked (``invalid-period``)."""
+    return ls.parse_range(start, end)
+
+
+SpanDep = Annotated[tuple[str, str], Depends(_span)]
+
+
+def _day(day: str | None) -> str:
+    """A checked China date; default today."""
+    return ls.parse_range(day, day)[0] if day else ls.parse_range(None, None)[1]
 
 
 def _suppression(services: Any, actor: Actor, suppress: bool | None) -> ls.Suppression:
@@ -94,12 +113,10 @@ def union_figures(
     services: ServicesDep,
     actor: AuditorOrOfficialDep,
     code: UnionCode,
-    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    span: SpanDep,
     suppress: bool | None = None,
     format: Format = "json",
 ) -> Response:
-    span = ls.parse_range(start, end)
     sup = _suppression(services, actor, suppress)
     return _answer(
         services,
@@ -115,12 +132,10 @@ def union_series(
     services: ServicesDep,
     actor: AuditorOrOfficialDep,
     code: UnionCode,
-    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    span: SpanDep,
     suppress: bool | None = None,
     format: Format = "json",
 ) -> Response:
-    span = ls.parse_range(start, end)
     sup = _suppression(services, actor, suppress)
     return _answer(
         services,
@@ -139,7 +154,7 @@ def union_statement(
     day: Day = None,
     format: Format = "json",
 ) -> Response:
-    chosen = ls.parse_range(day, day)[0] if day else ls.parse_range(None, None)[1]
+    chosen = _day(day)
     return _answer(
         services,
         lambda conn: ls.union_statement(conn, actor, code, chosen),
@@ -162,12 +177,10 @@ def station_figures(
     services: ServicesDep,
     actor: AuditorOrOfficialDep,
     station_id: StationId,
-    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    span: SpanDep,
     suppress: bool | None = None,
     format: Format = "json",
 ) -> Response:
-    span = ls.parse_range(start, end)
     sup = _suppression(services, actor, suppress)
     return _answer(
         services,
@@ -186,7 +199,7 @@ def station_statement(
     day: Day = None,
     format: Format = "json",
 ) -> Response:
-    chosen = ls.parse_range(day, day)[0] if day else ls.parse_range(None, None)[1]
+    chosen = _day(day)
     return _answer(
         services,
         lambda conn: ls.station_statement(conn, actor, station_id, chosen),
@@ -218,11 +231,9 @@ def station_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
 def settlement(
     services: ServicesDep,
     actor: AuditorOrOfficialDep,
-    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    span: SpanDep,
     format: Format = "json",
 ) -> Response:
-    span = ls.parse_range(start, end)
     return _answer(
         services,
         lambda conn: ls.settlement(conn, actor, *span),
@@ -236,11 +247,9 @@ def settlement(
 def anomalies(
     services: ServicesDep,
     actor: AuditorOrOfficialDep,
-    start: Annotated[str | None, Query(alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
-    end: Annotated[str | None, Query(alias="to", pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    span: SpanDep,
     format: Format = "json",
 ) -> Response:
-    span = ls.parse_range(start, end)
     return _answer(
         services,
         lambda conn: {"from": span[0], "to": span[1], "items": ls.anomalies(conn, actor, *span)},
