@@ -57,6 +57,18 @@ def _serve(world: World, port: int) -> subprocess.Popen[bytes]:
     )
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started by :func:`_serve` (kill it if it does not stop in 30 s)."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stderr is not None:
+        process.stderr.close()
+
+
 def _wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -88,15 +100,9 @@ def servers(tmp_path: Path, database_url: str) -> Iterator[tuple[World, list[str
         yield world, urls
     finally:
         for process in processes:
-            process.terminate()
+            process.terminate()  # all at once, then each waited for
         for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
+            _stop(process)
         world.services.engine.dispose()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from datetime import timedelta
@@ -25,7 +24,7 @@ from ledger.domain import SYSTEM
 from ledger.log import LogReader
 from ledger.redemptions import quota_used
 from tests.api.redemption_world import World, build_world
-from tests.api.test_redemption_concurrency import _free_port, _serve, _wait_up
+from tests.api.test_redemption_concurrency import _free_port, _serve, _stop, _wait_up
 from verifier.entry import parse_entry
 
 STATION = "ST-BJ-1"
@@ -59,14 +58,7 @@ def served(tmp_path: Path) -> Iterator[tuple[World, str, Path]]:
         _wait_up(url, process)
         yield world, url, files
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        _stop(process)
         world.services.engine.dispose()
 
 

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from api.deps import log_signer
 from ledger import stats as ls
 from ledger.accounts import PasswordCost, create_account
 from tests.api.redemption_world import PASS, World, build_world
-from tests.api.test_redemption_concurrency import _free_port, _serve, _wait_up
+from tests.api.test_redemption_concurrency import _free_port, _serve, _stop, _wait_up
 
 AUDITOR = ("cli-auditor", "cli auditor password")
 
@@ -69,14 +68,7 @@ def served(tmp_path: Path) -> Iterator[tuple[World, str, str, str]]:
         ).json()["access_token"]
         yield world, url, token, key
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        _stop(process)
         world.services.engine.dispose()
 
 

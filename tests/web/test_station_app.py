@@ -26,7 +26,7 @@ from api.cli import main
 from ledger import stations
 from ledger.domain import SYSTEM
 from tests.api.redemption_world import World, build_world
-from tests.api.test_redemption_concurrency import _free_port, _serve, _wait_up
+from tests.api.test_redemption_concurrency import _free_port, _serve, _stop, _wait_up
 from tests.api.test_station_cli import OFFLINE, events
 from tests.web.conftest import TIMEOUT_MS, _is_problem
 
@@ -37,17 +37,6 @@ STATION = "ST-BJ-2"  # a station of the world (tests/api/redemption_world.py)
 ONLINE = "APP-ONLINE"  # online only, a quota of 10
 OFFLINE_PROGRAM = "APP-OFFLINE"  # offline allowed, once per member per day
 TABLET: ViewportSize = {"width": 800, "height": 1100}
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stderr is not None:
-        process.stderr.close()
 
 
 class Ledger:
