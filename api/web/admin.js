@@ -1,23 +1,24 @@
 // UnionLedger admin console: plain modern JavaScript, no build step, no third-party code.
 //
 // Security notes:
-// - Tokens live in this module's memory only (never localStorage, sessionStorage or cookies):
-//   reloading the page signs the official out. The access token is refreshed before it expires;
-//   refreshes are serialised because the server revokes a session whose old refresh token is
-//   presented twice.
+// - Tokens live in memory only (session.js, shared with the auditor console; never
+//   localStorage, sessionStorage or cookies): reloading the page signs the official out. The
+//   access token is refreshed before it expires; refreshes are serialised because the server
+//   revokes a session whose old refresh token is presented twice.
 // - Every text from the server is put in the page with textContent, never as HTML.
 // - The page runs under a Content-Security-Policy without 'unsafe-inline': no inline scripts,
 //   no style attributes.
 
+import { ApiError, createSession, showSignedIn } from "/static/session.js";
+import { has, lang, loadMessages, pickLanguage, t, useLanguage } from "/static/i18n.js";
+
 const PAGE_SIZE = 50;
-const LANGS = ["zh-CN", "en"];
 const LANG_KEY = "unionledger.admin.lang"; // the only thing kept in localStorage
 const GROUPS = [
   "delivery_rider", "courier", "ride_hailing_driver", "truck_driver", "migrant_worker",
   "female_worker", "hardship", "over_age_worker", "model_worker",
 ];
 const MEMBER_STATUSES = ["pending", "active", "rejected", "left", "erased"];
-const REFRESH_MARGIN_S = 60; // refresh this long before the access token expires
 const LOC_PREFIXES = ["body", "query", "path", "person"]; // of a validation error's field path
 const VIEWS = ["members", "programs", "stations"]; // the tabs of a union
 const PROGRAM_KINDS = ["universal", "targeted"];
@@ -38,47 +39,13 @@ const REVOKE_REASONS = ["keys.reason-lost", "keys.reason-replaced", "keys.reason
 
 // -- translations ---------------------------------------------------------------------------------
 
-let messages = { "zh-CN": {}, en: {} };
-let lang = "zh-CN";
-
-function t(key, params = {}) {
-  const text = messages[lang]?.[key] ?? messages["zh-CN"]?.[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
-}
-
-function has(key) {
-  return key in (messages[lang] ?? {});
-}
-
-function applyStaticTranslations() {
-  document.documentElement.lang = lang;
-  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-  for (const el of document.querySelectorAll("[data-i18n-aria-label]")) {
-    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
-  }
-  const other = LANGS.find((l) => l !== lang);
-  $("lang-switch").setAttribute("lang", other);
-  document.title = t("app.title");
-}
-
-function pickLanguage() {
-  let saved = null;
-  try {
-    saved = localStorage.getItem(LANG_KEY);
-  } catch {
-    saved = null; // storage disabled: zh-CN
-  }
-  return LANGS.includes(saved) ? saved : "zh-CN";
-}
-
 function setLanguage(next) {
-  lang = next;
   try {
     localStorage.setItem(LANG_KEY, next);
   } catch {
     // storage disabled: the choice lasts for this page only
   }
-  applyStaticTranslations();
+  useLanguage(next);
   renderAll();
 }
 
@@ -151,13 +118,6 @@ function fillSelect(select, values, labelOf, { allLabel = null } = {}) {
 }
 
 // -- messages and errors ------------------------------------------------------------------------
-
-class ApiError extends Error {
-  constructor(problem) {
-    super(problem.title || `HTTP ${problem.status}`);
-    this.problem = problem;
-  }
-}
 
 function problemSlug(problem) {
   if (problem.slug) return problem.slug;
@@ -315,125 +275,14 @@ function clearMessages() {
   renderMessages();
 }
 
-// -- the session and the API client -----------------------------------------------------------
+// -- the session and the API client (session.js) ----------------------------------------------
 
-const session = {
-  access: null,
-  refresh: null,
-  expiresAt: 0, // ms since epoch, client clock
-  timer: null,
-  refreshing: null, // the one refresh in flight
-  generation: 0, // bumped by every login and logout: late answers of an old session are dropped
-  username: "",
-  me: null,
-};
-
-function signedIn() {
-  return session.access !== null;
-}
-
-function setTokens(body) {
-  session.access = body.access_token;
-  session.refresh = body.refresh_token;
-  const lifetime = Number(body.expires_in) || 600;
-  session.expiresAt = Date.now() + lifetime * 1000;
-  clearTimeout(session.timer);
-  const delay = Math.max(lifetime - REFRESH_MARGIN_S, lifetime / 2, 5) * 1000;
-  session.timer = setTimeout(refreshInBackground, delay);
-}
-
-async function refreshInBackground() {
-  const outcome = await refreshTokens();
-  if (outcome === "offline" && signedIn()) {
-    clearTimeout(session.timer);
-    session.timer = setTimeout(refreshInBackground, 15_000); // the LAN is down: try again soon
-  }
-}
-
-// "ok", "refused" (the session is over: back to the login form) or "offline".
-function refreshTokens() {
-  if (!session.refresh) return Promise.resolve("refused");
-  if (!session.refreshing) {
-    const generation = session.generation;
-    session.refreshing = (async () => {
-      let response;
-      try {
-        response = await fetch("/v1/auth/refresh", {
-          method: "POST",
-          headers: { "Content-Type": "application/json", Accept: "application/json" },
-          body: JSON.stringify({ refresh_token: session.refresh }),
-          cache: "no-store",
-          credentials: "omit",
-        });
-      } catch {
-        return "offline";
-      }
-      if (generation !== session.generation) return "refused";
-      if (response.status >= 500 || response.status === 429) return "offline";
-      if (!response.ok) {
-        endSession("auth.session-ended");
-        return "refused";
-      }
-      setTokens(await response.json());
-      return "ok";
-    })().finally(() => {
-      session.refreshing = null;
-    });
-  }
-  return session.refreshing;
-}
-
-async function api(method, path, { body, auth = true, retry = true } = {}) {
-  const generation = session.generation;
-  if (auth && signedIn() && Date.now() > session.expiresAt - 30_000) {
-    await refreshTokens(); // a sleeping laptop or a throttled tab may have missed the timer
-  }
-  const headers = { Accept: "application/json, application/problem+json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (auth && session.access) headers.Authorization = `Bearer ${session.access}`;
-  let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-      credentials: "omit",
-    });
-  } catch {
-    throw new ApiError({ type: "/problems/network", status: 0 });
-  }
-  if (auth && generation !== session.generation) throw staleError();
-  if (response.status === 401 && auth && retry && session.refresh) {
-    const outcome = await refreshTokens();
-    if (outcome === "ok") return api(method, path, { body, auth, retry: false });
-    if (outcome === "refused") throw staleError(); // endSession has said so already
-  }
-  if (response.status === 204) return null;
-  const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = null;
-  }
-  if (!response.ok) {
-    const problem = data && typeof data === "object" && !Array.isArray(data) ? data : {};
-    problem.status ??= response.status;
-    problem.retryAfter = response.headers.get("Retry-After");
-    if (response.status === 401 && auth) {
-      endSession("auth.session-ended");
-      throw staleError();
-    }
-    throw new ApiError(problem);
-  }
-  return data;
-}
-
-// An answer for a session that has ended meanwhile: dropped without a word.
-function staleError() {
-  return new ApiError({ type: "/problems/stale", status: 0, stale: true });
-}
+const { session, signedIn, api, signIn, logout: endAndLogout } = createSession({
+  accept: "application/json, application/problem+json",
+  onEnd: showLoginForm,
+  minRefreshFraction: 0.5,
+  offlineRetryMs: 15_000, // the LAN is down: try again soon
+});
 
 // Errors of a user's action: shown, unless the session ended meanwhile (already said).
 function report(error) {
@@ -540,14 +389,7 @@ async function login(event) {
   }
   await busy($("login-submit"), async () => {
     try {
-      const tokens = await api("POST", "/v1/auth/login", {
-        auth: false,
-        body: { username, password, totp: totp || null },
-      });
-      session.generation += 1;
-      setTokens(tokens);
-      session.username = username;
-      const me = await api("GET", "/v1/auth/me");
+      const me = await signIn(username, password, totp);
       if (me.role !== "official") {
         await logout({ quiet: true });
         showError("auth.not-official");
@@ -567,53 +409,23 @@ async function login(event) {
 }
 
 async function logout({ quiet = false } = {}) {
-  const access = session.access;
-  endSession(null);
-  if (access) {
-    try {
-      await fetch("/v1/auth/logout", {
-        method: "POST",
-        headers: { Authorization: `Bearer ${access}` },
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch {
-      // offline: the tokens are forgotten here and expire on their own
-    }
-  }
+  await endAndLogout();
   if (!quiet) showNotice("auth.logged-out");
 }
 
-// Forget the session and show the login form (with a message key, if given).
-function endSession(messageKey) {
-  clearTimeout(session.timer);
-  Object.assign(session, {
-    access: null,
-    refresh: null,
-    expiresAt: 0,
-    timer: null,
-    refreshing: null,
-    username: "",
-    me: null,
-  });
-  session.generation += 1;
+// The page's part of ending a session: back to the login form (with a message key, if given).
+function showLoginForm(messageKey) {
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   resetState();
   $("union-options").replaceChildren();
-  show($("console"), false);
-  show($("whoami"), false);
-  show($("logout"), false);
-  show($("login"), true);
+  showSignedIn(false);
   if (messageKey) showError(messageKey);
   else clearMessages();
   $("login-username").focus();
 }
 
 async function enterConsole() {
-  show($("login"), false);
-  show($("console"), true);
-  show($("whoami"), true);
-  show($("logout"), true);
+  showSignedIn(true);
   renderWhoami();
   loadUnionOptions(); // suggestions for target unions: in the background
   const scope = session.me.scope;
@@ -2637,14 +2449,8 @@ function renderAll() {
 }
 
 async function start() {
-  try {
-    const response = await fetch("/static/i18n.json", { cache: "no-cache" });
-    messages = await response.json();
-  } catch {
-    // the page still works, with the keys as labels
-  }
-  lang = pickLanguage();
-  applyStaticTranslations();
+  await loadMessages("/static/i18n.json");
+  useLanguage(pickLanguage(LANG_KEY));
   renderFilters();
   renderEnrolGroups();
   renderProgramFilters();

@@ -4,60 +4,28 @@
 // - Auditors see everything, officials their subtree (the server scopes every answer).
 // - The latest checkpoint is verified in the page: its C2SP signed note against the log's
 //   public key, with WebCrypto Ed25519 (the member app's receipt.js does the work).
-// - Tokens live in this module's memory only, as in the admin console: reloading signs out.
+// - Tokens live in memory only (session.js, shared with the admin console): reloading signs out.
 // - Every text from the server goes in with textContent, never as HTML (CSP: no inline code).
 // - Exports need the bearer token: fetched here, then saved through a blob link.
 
 import * as receipts from "/static/receipt.js";
+import { ApiError, createSession, showSignedIn } from "/static/session.js";
+import { has, lang, loadMessages, pickLanguage, t, useLanguage } from "/static/i18n.js";
 
-const LANGS = ["zh-CN", "en"];
 const LANG_KEY = "unionledger.auditor.lang"; // the only thing kept in localStorage
 const NATIONAL = "100000";
-const REFRESH_MARGIN_S = 60;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#b3261e", "#1a5fb4", "#26a269", "#c64600", "#613583", "#986a44", "#0b7285"];
 
 // -- translations ---------------------------------------------------------------------------------
 
-let messages = { "zh-CN": {}, en: {} };
-let lang = "zh-CN";
-
-function t(key, params = {}) {
-  const text = messages[lang]?.[key] ?? messages["zh-CN"]?.[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
-}
-
-function has(key) {
-  return key in (messages[lang] ?? {});
-}
-
-function applyStaticTranslations() {
-  document.documentElement.lang = lang;
-  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-  for (const el of document.querySelectorAll("[data-i18n-aria-label]")) {
-    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
-  }
-  $("lang-switch").setAttribute("lang", LANGS.find((l) => l !== lang));
-  document.title = t("app.title");
-}
-
-function pickLanguage() {
-  try {
-    const saved = localStorage.getItem(LANG_KEY);
-    return LANGS.includes(saved) ? saved : "zh-CN";
-  } catch {
-    return "zh-CN";
-  }
-}
-
 function setLanguage(next) {
-  lang = next;
   try {
     localStorage.setItem(LANG_KEY, next);
   } catch {
     // storage disabled: for this page only
   }
-  applyStaticTranslations();
+  useLanguage(next);
   renderAll();
 }
 
@@ -156,13 +124,6 @@ function num(text, raw, testid) {
 
 // -- messages ------------------------------------------------------------------------------------
 
-class ApiError extends Error {
-  constructor(problem) {
-    super(problem.title || `HTTP ${problem.status}`);
-    this.problem = problem;
-  }
-}
-
 function problemText(problem) {
   const type = typeof problem.type === "string" ? problem.type : "";
   const slug = problem.slug ?? type.match(/\/problems\/([a-z0-9-]+)$/)?.[1];
@@ -199,104 +160,12 @@ function clearMessages() {
   show($("notice"), false);
 }
 
-// -- the session (as the admin console) ----------------------------------------------------------
+// -- the session (session.js, as the admin console) -----------------------------------------------
 
-const session = {
-  access: null,
-  refresh: null,
-  expiresAt: 0,
-  timer: null,
-  refreshing: null,
-  generation: 0,
-  username: "",
-  me: null,
-};
-
-function setTokens(body) {
-  session.access = body.access_token;
-  session.refresh = body.refresh_token;
-  const lifetime = Number(body.expires_in) || 600;
-  session.expiresAt = Date.now() + lifetime * 1000;
-  clearTimeout(session.timer);
-  session.timer = setTimeout(refreshTokens, Math.max(lifetime - REFRESH_MARGIN_S, 5) * 1000);
-}
-
-function refreshTokens() {
-  if (!session.refresh) return Promise.resolve("refused");
-  if (!session.refreshing) {
-    const generation = session.generation;
-    session.refreshing = (async () => {
-      let response;
-      try {
-        response = await fetch("/v1/auth/refresh", {
-          method: "POST",
-          headers: { "Content-Type": "application/json", Accept: "application/json" },
-          body: JSON.stringify({ refresh_token: session.refresh }),
-          cache: "no-store",
-          credentials: "omit",
-        });
-      } catch {
-        return "offline";
-      }
-      if (generation !== session.generation) return "refused";
-      if (response.status >= 500 || response.status === 429) return "offline";
-      if (!response.ok) {
-        endSession("auth.session-ended");
-        return "refused";
-      }
-      setTokens(await response.json());
-      return "ok";
-    })().finally(() => {
-      session.refreshing = null;
-    });
-  }
-  return session.refreshing;
-}
-
-// One request; `raw` gives the Response itself (exports), else the parsed JSON.
-async function api(method, path, { body, auth = true, retry = true, raw = false } = {}) {
-  const generation = session.generation;
-  if (auth && session.access && Date.now() > session.expiresAt - 30_000) await refreshTokens();
-  const headers = { Accept: "application/json, application/problem+json, text/csv" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (auth && session.access) headers.Authorization = `Bearer ${session.access}`;
-  let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-      credentials: "omit",
-    });
-  } catch {
-    throw new ApiError({ type: "/problems/network", status: 0 });
-  }
-  if (auth && generation !== session.generation) throw new ApiError({ stale: true, status: 0 });
-  if (response.status === 401 && auth && retry && session.refresh) {
-    if ((await refreshTokens()) === "ok") return api(method, path, { body, auth, raw, retry: false });
-  }
-  if (response.ok && raw) return response;
-  if (response.status === 204) return null;
-  const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = null;
-  }
-  if (!response.ok) {
-    const problem = data && typeof data === "object" && !Array.isArray(data) ? data : {};
-    problem.status ??= response.status;
-    problem.retryAfter = response.headers.get("Retry-After");
-    if (response.status === 401 && auth) {
-      endSession("auth.session-ended");
-      throw new ApiError({ stale: true, status: 401 });
-    }
-    throw new ApiError(problem);
-  }
-  return data;
-}
+const { session, api, signIn, logout: endAndLogout } = createSession({
+  accept: "application/json, application/problem+json, text/csv",
+  onEnd: showLoginForm,
+});
 
 async function login(event) {
   event.preventDefault();
@@ -312,14 +181,7 @@ async function login(event) {
   }
   $("login-submit").disabled = true;
   try {
-    const tokens = await api("POST", "/v1/auth/login", {
-      auth: false,
-      body: { username, password, totp: totp || null },
-    });
-    session.generation += 1;
-    setTokens(tokens);
-    session.username = username;
-    const me = await api("GET", "/v1/auth/me");
+    const me = await signIn(username, password, totp);
     if (me.role !== "auditor" && me.role !== "official") {
       await logout({ quiet: true });
       showError("auth.not-auditor");
@@ -339,40 +201,14 @@ async function login(event) {
 }
 
 async function logout({ quiet = false } = {}) {
-  const access = session.access;
-  endSession(null);
-  if (access) {
-    try {
-      await fetch("/v1/auth/logout", {
-        method: "POST",
-        headers: { Authorization: `Bearer ${access}` },
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch {
-      // offline: the tokens expire on their own
-    }
-  }
+  await endAndLogout();
   if (!quiet) showNotice("auth.logged-out");
 }
 
-function endSession(messageKey) {
-  clearTimeout(session.timer);
-  Object.assign(session, {
-    access: null,
-    refresh: null,
-    expiresAt: 0,
-    timer: null,
-    refreshing: null,
-    username: "",
-    me: null,
-  });
-  session.generation += 1;
+// The page's part of ending a session: back to the login form (with a message key, if given).
+function showLoginForm(messageKey) {
   resetState();
-  show($("console"), false);
-  show($("whoami"), false);
-  show($("logout"), false);
-  show($("login"), true);
+  showSignedIn(false);
   if (messageKey) showError(messageKey);
   else clearMessages();
   $("login-username").focus();
@@ -380,31 +216,12 @@ function endSession(messageKey) {
 
 // -- state ----------------------------------------------------------------------------------------
 
-const state = {
-  names: new Map(), // union code -> name
-  root: NATIONAL, // the top of the user's view
-  code: NATIONAL, // the union shown
-  crumbs: [],
-  from: "",
-  to: "",
-  day: "",
-  station: "",
-  figures: null,
-  series: null,
-  settlement: null,
-  anomalies: null,
-  unionStatement: null,
-  stationStatement: null,
-  stations: [],
-  checkpoint: null, // { state: "pending" | "verified" | "failed", size, root, origin, at, key, reason }
-  seq: 0,
-};
-
-function resetState() {
-  Object.assign(state, {
-    names: new Map(),
-    root: NATIONAL,
-    code: NATIONAL,
+// What a session starts with; the dates and the station chosen are kept across sessions.
+function freshState() {
+  return {
+    names: new Map(), // union code -> name
+    root: NATIONAL, // the top of the user's view
+    code: NATIONAL, // the union shown
     crumbs: [],
     figures: null,
     series: null,
@@ -413,8 +230,14 @@ function resetState() {
     unionStatement: null,
     stationStatement: null,
     stations: [],
-    checkpoint: null,
-  });
+    checkpoint: null, // { state: "pending" | "verified" | "failed", size, root, origin, at, key, reason }
+  };
+}
+
+const state = { ...freshState(), from: "", to: "", day: "", station: "", seq: 0 };
+
+function resetState() {
+  Object.assign(state, freshState());
   state.seq += 1;
 }
 
@@ -425,10 +248,7 @@ function isAuditor() {
 // -- the console ----------------------------------------------------------------------------------
 
 async function enterConsole() {
-  show($("login"), false);
-  show($("console"), true);
-  show($("whoami"), true);
-  show($("logout"), true);
+  showSignedIn(true);
   state.root = session.me.scope || NATIONAL;
   state.code = state.root;
   state.crumbs = [state.root];
@@ -1095,14 +915,8 @@ async function download(button, url, fallback) {
 // -- wiring ---------------------------------------------------------------------------------------------
 
 async function start() {
-  try {
-    const response = await fetch("/static/auditor-i18n.json", { cache: "no-cache" });
-    messages = await response.json();
-  } catch {
-    // the keys as labels
-  }
-  lang = pickLanguage();
-  applyStaticTranslations();
+  await loadMessages("/static/auditor-i18n.json");
+  useLanguage(pickLanguage(LANG_KEY));
   $("lang-switch").addEventListener("click", () => setLanguage(lang === "en" ? "zh-CN" : "en"));
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
