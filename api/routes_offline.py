@@ -72,7 +72,9 @@ class StationInfoOut(BaseModel):
     station_id: str
     kind: str
     union: str
-    daily_ceiling: int | None = None
+    daily_ceiling: int | None = Field(
+        None, description="fen per device and China day offline, all programs (null: none)"
+    )
 
 
 class ProvisionOut(BaseModel):
@@ -168,7 +170,10 @@ def provision(services: ServicesDep, actor: ReaderDep, station_id: StationId) ->
         heads = [_head(h) for h in o.heads_of(conn, row.station_id)]
     return ProvisionOut(
         station=StationInfoOut(
-            station_id=row.station_id, kind=row.kind.value, union=row.union_code
+            station_id=row.station_id,
+            kind=row.kind.value,
+            union=row.union_code,
+            daily_ceiling=row.daily_ceiling,
         ),
         trust_list=services.credentials.trust_list(now),
         status_lists=lists,

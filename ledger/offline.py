@@ -21,7 +21,9 @@ again here, from the records already accepted (``offline_records``), since a sto
 revoked could sign records the app would never make: the version in force at the record's
 ``iat`` must allow offline redemption; per device key, member, program and China day of
 ``iat``, the accepted units must stay within ``OfflinePolicy.member_daily_limit``; per device
-key, program and China day, the accepted value within ``offline.station_daily_value``.
+key, program and China day, the accepted value within ``offline.station_daily_value``; per
+device key and China day, the accepted value of all programs within the station's
+``daily_ceiling`` in force at ``iat`` (``ledger.stations.station_ceilings``; none: unbounded).
 - ``OfflineRecordRefused`` {station, kid, seq, record, reason, message}: a record that does
   not verify (bad signature, unknown or revoked key, gap, reordered, forked or broken chain,
   a clock from the future, a presentation twice in one batch). No member facts: its claims
@@ -76,7 +78,7 @@ from ledger import unions
 from ledger.domain import Actor, Forbidden, Invalid, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
-from ledger.stations import UnknownStation, get_station, station_keys
+from ledger.stations import UnknownStation, ceiling_history, get_station, station_keys
 from verifier.entry import Entry, parse_entry_time
 from verifier.errors import StationCacheError, StationRecordError
 from verifier.station import (
@@ -165,7 +167,8 @@ class OfflineMemberLimit(r.Refused):
 
 
 class OfflineStationCeiling(r.Refused):
-    """Beyond the program's ``offline.station_daily_value`` for the device that day."""
+    """Beyond the program's ``offline.station_daily_value``, or the station's
+    ``daily_ceiling``, for the device that day."""
 
     code = OFFLINE_STATION_CEILING
 
@@ -495,8 +498,12 @@ class _Sync:
         """(kid, member, program, China day) → offline units accepted (this run included)."""
         self.values: dict[tuple[str, str, str], int] = {}
         """(kid, program, China day) → offline value accepted (this run included)."""
+        self.device_values: dict[tuple[str, str], int] = {}
+        """(kid, China day) → offline value accepted, all programs (this run included)."""
         self.days: set[tuple[str, str]] = set()
-        """(kid, China day) whose accepted offline records are loaded into the two above."""
+        """(kid, China day) whose accepted offline records are loaded into the three above."""
+        self.ceilings = ceiling_history(self.conn, self.station_id)
+        """(entry time, daily_ceiling) of the station, oldest first."""
         self.programs: dict[str, tuple[p.ProgramRow | None, list[p.Version]]] = {}
         self.allows: dict[tuple[str, int], bool] = {}
         self.within: dict[tuple[str, str], bool] = {}
@@ -778,16 +785,30 @@ class _Sync:
                 )
                 .group_by(o.c.member_id, o.c.program_id)
             )
+            total = 0
             for x in rows:
                 self.units[(kid, x[0], x[1], day)] = int(x[2])
                 value_key = (kid, x[1], day)
                 self.values[value_key] = self.values.get(value_key, 0) + int(x[3])
+                total += int(x[3])
+            self.device_values[(kid, day)] = total
         return (kid, member, program, day), (kid, program, day)
 
+    def ceiling_at(self, stamp: str) -> int | None:
+        """The station's ``daily_ceiling`` in force at ``stamp`` (None: none)."""
+        found = None
+        for at, ceiling in self.ceilings:  # entry order: times never go back
+            if at > stamp:
+                break
+            found = ceiling
+        return found
+
     def check_limits(
-        self, record: VerifiedRecord, policy: OfflinePolicy, value: int
+        self, record: VerifiedRecord, policy: OfflinePolicy, value: int, stamp: str
     ) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]:
-        """Section 5's limits for one record judged acceptable (docs/station.md).
+        """Section 5's limits for one record judged acceptable (docs/station.md): the member's
+        units, the program's value and the station's ``daily_ceiling`` in force at ``stamp``
+        (the record's time), per device key and China day.
 
         Raises:
             OfflineMemberLimit, OfflineStationCeiling.
@@ -806,6 +827,15 @@ class _Sync:
                 f"the device's offline limit for {policy.name} on {value_key[2]} is {ceiling}"
                 f" fen: {spent} accepted already, this record {value}"
             )
+        if self.ceilings:
+            station_ceiling = self.ceiling_at(stamp)
+            total = self.device_values.get((record.kid, value_key[2]), 0)
+            if station_ceiling is not None and total + value > station_ceiling:
+                raise OfflineStationCeiling(
+                    f"the station's daily_ceiling of offline value (all programs) on"
+                    f" {value_key[2]} is {station_ceiling} fen per device: {total} accepted"
+                    f" already, this record {value}"
+                )
         return units_key, value_key
 
     def refuse(
@@ -856,10 +886,13 @@ class _Sync:
         try:
             if presentation in self.used_presentations:
                 raise r.PresentationReplayed("this QR presentation was redeemed already")
-            version = self.version_at(c.program, p.format_time(at))
+            stamp = p.format_time(at)
+            version = self.version_at(c.program, stamp)
             policy = None if version is None else self.policy_of(c.program, version)
             judged = self.judge_at(c.member, c.program, c.quantity, at)
-            counted = None if policy is None else self.check_limits(record, policy, judged.value)
+            counted = (
+                None if policy is None else self.check_limits(record, policy, judged.value, stamp)
+            )
         except r.Refused as e:
             reason = REPLAYED if isinstance(e, r.PresentationReplayed) else e.code
             message = str(e)[:200]
@@ -897,6 +930,8 @@ class _Sync:
         if counted is not None:
             self.units[counted[0]] = self.units.get(counted[0], 0) + c.quantity
             self.values[counted[1]] = self.values.get(counted[1], 0) + judged.value
+            day_key = (record.kid, counted[1][2])
+            self.device_values[day_key] = self.device_values.get(day_key, 0) + judged.value
         return SyncItem(index, c.seq, record.kid, record.hash, ACCEPTED, None, entry.index)
 
     def verify(self, kid: str | None, group: list[tuple[int, str]]) -> BatchResult:

@@ -1,11 +1,12 @@
 """Stations: the service points where members redeem (工会驿站, 司机之家, mother-and-infant rooms,
 workers' cultural palaces), each run by one union, and their device keys.
 
-State is the ``stations`` and ``station_keys`` projections of five events, all appended by the
-commands below (docs/stations.md, section 1):
+State is the ``stations``, ``station_keys`` and ``station_ceilings`` projections of five events,
+all appended by the commands below (docs/stations.md, section 1):
 
-- ``StationRegistered`` {station, name, kind, union, location, lat, lon, hours}
-- ``StationUpdated`` {station, and any of: name, location, lat + lon, hours}
+- ``StationRegistered`` {station, name, kind, union, location, lat, lon, hours, daily_ceiling}
+  (``daily_ceiling`` optional: absent, as in events before it existed, means null)
+- ``StationUpdated`` {station, and any of: name, location, lat + lon, hours, daily_ceiling}
 - ``StationClosed`` {station}
 - ``StationKeyRegistered`` {station, kid, x}
 - ``StationKeyRevoked`` {station, kid, reason}
@@ -13,6 +14,11 @@ commands below (docs/stations.md, section 1):
 A station's operating union never changes (close it and register a new one instead), so the
 stations of a subtree are the stations whose union is in it: a join on the unions' materialised
 paths, which follows the union when it moves.
+
+A station's ``daily_ceiling`` (fen, 0..10**12, or null: none) bounds the value each of its
+devices may redeem offline per China day across all programs (docs/station.md, section 4 check
+14); the sync re-checks it with the ceiling in force at each record's time, which
+``station_ceilings`` keeps (one row per event that set it, by entry).
 
 A device key is generated on the device; an official registers only its public key (an OKP
 Ed25519 JWK). Closing a station revokes every key it still has (one ``StationKeyRevoked`` each,
@@ -39,7 +45,19 @@ from decimal import Decimal
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Column, Connection, Index, String, Table, Text, bindparam, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    select,
+    update,
+)
 
 import keys
 from ledger import unions
@@ -83,6 +101,7 @@ _END_RE = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00")
 _DEGREES_RE = re.compile(r"-?(?:0|[1-9][0-9]{0,2})(?:\.[0-9]{1,7})?")
 MAX_ACTIVE_KEYS = 8  # per station: bounds the signatures a login tries
 CLOSING_REASON = "station closed"
+MAX_CEILING = 10**12  # fen, as verifier.station.MAX_FEN
 PAGE_MAX = 1000
 
 try:
@@ -154,6 +173,13 @@ class BadHours(Invalid):
     status = 422
 
 
+class BadDailyCeiling(Invalid):
+    """Not a daily ceiling: an integer number of fen from 0 to 10**12, or null (none)."""
+
+    code = "bad-daily-ceiling"
+    status = 422
+
+
 class NothingToUpdate(Invalid):
     """A station update that changes no field."""
 
@@ -214,6 +240,7 @@ stations = Table(
     Column("lat", String(16), nullable=True),
     Column("lon", String(16), nullable=True),
     Column("hours", Text, nullable=True),  # canonical JSON of Hours; NULL: always open
+    Column("daily_ceiling", BigInteger, nullable=True),  # fen; NULL: no station-wide ceiling
     Column("status", String(8), nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
@@ -233,6 +260,16 @@ station_keys = Table(
     Index("ix_station_keys_station", "station_id"),
 )
 
+station_ceilings = Table(
+    "station_ceilings",
+    projection_metadata,
+    Column("entry", Integer, primary_key=True, autoincrement=False),
+    Column("station_id", String(64), nullable=False),
+    Column("at", String(32), nullable=False),  # the entry's time: in force from then on
+    Column("daily_ceiling", BigInteger, nullable=True),
+    Index("ix_station_ceilings_station", "station_id"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StationRow:
@@ -250,6 +287,7 @@ class StationRow:
     created_at: str
     updated_at: str
     closed_at: str | None
+    daily_ceiling: int | None = None
 
     @property
     def active(self) -> bool:
@@ -290,6 +328,7 @@ def _station(r: Any) -> StationRow:
         r.created_at,
         r.updated_at,
         r.closed_at,
+        None if r.daily_ceiling is None else int(r.daily_ceiling),
     )
 
 
@@ -326,6 +365,12 @@ def _coordinates_problem(lat: object, lon: object) -> str | None:
         if abs(Decimal(value)) > limit:
             return f"{what} must lie within ±{limit}"
     return None
+
+
+def _ceiling_problem(value: object) -> str | None:
+    if value is None or (type(value) is int and 0 <= value <= MAX_CEILING):
+        return None
+    return "a daily ceiling is an integer number of fen from 0 to 10**12, or null (none)"
 
 
 def _minutes(text: str) -> int:
@@ -444,6 +489,17 @@ def get_station(conn: Connection, station_id: str) -> StationRow | None:
     """The station ``station_id``, open or closed, or ``None``."""
     r = conn.execute(_STATION, {"station": station_id}).first()
     return None if r is None else _station(r)
+
+
+def ceiling_history(conn: Connection, station_id: str) -> list[tuple[str, int | None]]:
+    """``(entry time, daily_ceiling)`` of each event that set the station's ceiling, oldest
+    first: the ceiling in force at a time is the last one at or before it (none before the
+    first)."""
+    c = station_ceilings
+    rows = conn.execute(
+        select(c.c.at, c.c.daily_ceiling).where(c.c.station_id == station_id).order_by(c.c.entry)
+    )
+    return [(x.at, None if x.daily_ceiling is None else int(x.daily_ceiling)) for x in rows]
 
 
 def _sees(conn: Connection, actor: Actor, row: StationRow) -> bool:
@@ -586,6 +642,14 @@ def _check_text(value: object, what: str, *, empty: bool = False) -> str:
     return value
 
 
+def _check_ceiling(value: object) -> int | None:
+    problem = _ceiling_problem(value)
+    if problem is not None:
+        raise BadDailyCeiling(problem)
+    assert value is None or isinstance(value, int)
+    return value
+
+
 def _check_coordinates(lat: object, lon: object) -> None:
     problem = _coordinates_problem(lat, lon)
     if problem is not None:
@@ -630,12 +694,15 @@ def register_station(
     lat: str | None = None,
     lon: str | None = None,
     hours: Mapping[str, Any] | None = None,
+    daily_ceiling: int | None = None,
 ) -> Entry:
-    """Register a new active station run by ``union``.
+    """Register a new active station run by ``union``; ``daily_ceiling``: fen per device and
+    China day redeemed offline across all programs (None: no station-wide ceiling).
 
     Raises:
         Forbidden: the actor may not change stations.
-        BadStationId, BadStationText, UnknownStationKind, BadCoordinates, BadHours: malformed.
+        BadStationId, BadStationText, UnknownStationKind, BadCoordinates, BadHours,
+        BadDailyCeiling: malformed.
         unions.UnknownUnion: ``union`` is missing or outside the official's subtree.
         unions.UnionClosed: ``union`` is closed.
         DuplicateStation: the id is taken, also by a closed station.
@@ -648,6 +715,7 @@ def register_station(
     _check_text(location, "location", empty=True)
     _check_coordinates(lat, lon)
     schedule = parse_hours(hours)
+    _check_ceiling(daily_ceiling)
     unions.require_active_union(tx.conn, actor, union)
     if get_station(tx.conn, station) is not None:
         raise DuplicateStation(f"station {station!r} already exists")
@@ -660,6 +728,7 @@ def register_station(
         "lat": lat,
         "lon": lon,
         "hours": schedule,
+        "daily_ceiling": daily_ceiling,
     }
     return tx.append("StationRegistered", actor.ledger_actor, body)
 
@@ -681,13 +750,16 @@ def update_station(
     location: str | _Unset = UNSET,
     coordinates: tuple[str | None, str | None] | _Unset = UNSET,
     hours: Mapping[str, Any] | _Unset | None = UNSET,
+    daily_ceiling: int | _Unset | None = UNSET,
 ) -> Entry:
-    """Change an active station's name, location, coordinates ``(lat, lon)`` or opening hours.
-    The event carries the fields given (``lat`` and ``lon`` together). The operating union and
-    the kind do not change: close the station and register a new one.
+    """Change an active station's name, location, coordinates ``(lat, lon)``, opening hours or
+    daily ceiling (None removes it). The event carries the fields given (``lat`` and ``lon``
+    together). The operating union and the kind do not change: close the station and register
+    a new one.
 
     Raises:
-        Forbidden, BadStationText, BadCoordinates, BadHours, UnknownStation, StationClosed.
+        Forbidden, BadStationText, BadCoordinates, BadHours, BadDailyCeiling, UnknownStation,
+        StationClosed.
         NothingToUpdate: no field given.
     """
     _require_writer(actor)
@@ -702,8 +774,12 @@ def update_station(
         body["lat"], body["lon"] = lat, lon
     if hours is not UNSET:
         body["hours"] = parse_hours(hours)
+    if daily_ceiling is not UNSET:
+        body["daily_ceiling"] = _check_ceiling(daily_ceiling)
     if len(body) == 1:
-        raise NothingToUpdate("give at least one of name, location, lat and lon, hours")
+        raise NothingToUpdate(
+            "give at least one of name, location, lat and lon, hours, daily_ceiling"
+        )
     _active_station(tx.conn, actor, station)
     return tx.append("StationUpdated", actor.ledger_actor, body)
 
@@ -794,7 +870,8 @@ def _registered(conn: Connection, entry: Entry) -> None:
         return
     if _text_problem(b.get("name"), "") or _text_problem(b.get("location"), "", empty=True):
         return
-    if _coordinates_problem(b.get("lat"), b.get("lon")):
+    ceiling = b.get("daily_ceiling")  # absent (older events): none
+    if _coordinates_problem(b.get("lat"), b.get("lon")) or _ceiling_problem(ceiling):
         return
     try:
         schedule = parse_hours(b.get("hours"))
@@ -812,10 +889,21 @@ def _registered(conn: Connection, entry: Entry) -> None:
             lat=b.get("lat"),
             lon=b.get("lon"),
             hours=hours_text(schedule),
+            daily_ceiling=ceiling,
             status=Status.ACTIVE.value,
             created_at=entry.time,
             updated_at=entry.time,
             closed_at=None,
+        )
+    )
+    if ceiling is not None:
+        _ceiling_set(conn, entry, station, ceiling)
+
+
+def _ceiling_set(conn: Connection, entry: Entry, station: str, ceiling: int | None) -> None:
+    conn.execute(
+        station_ceilings.insert().values(
+            entry=entry.index, station_id=station, at=entry.time, daily_ceiling=ceiling
         )
     )
 
@@ -825,34 +913,46 @@ def _open_station(conn: Connection, station: object) -> StationRow | None:
     return row if row is not None and row.active else None
 
 
-def _updated(conn: Connection, entry: Entry) -> None:
-    b = entry.body
-    if _open_station(conn, b.get("station")) is None:
-        return
+def _update_values(b: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The columns a ``StationUpdated`` body changes, or None when a member is malformed."""
     values: dict[str, Any] = {}
     if "name" in b:
         if _text_problem(b["name"], ""):
-            return
+            return None
         values["name"] = b["name"]
     if "location" in b:
         if _text_problem(b["location"], "", empty=True):
-            return
+            return None
         values["location"] = b["location"]
     if "lat" in b or "lon" in b:
         if _coordinates_problem(b.get("lat", 0), b.get("lon", 0)):  # 0: one without the other
-            return
+            return None
         values["lat"], values["lon"] = b["lat"], b["lon"]
     if "hours" in b:
         try:
             values["hours"] = hours_text(parse_hours(b["hours"]))
         except BadHours:
-            return
+            return None
+    if "daily_ceiling" in b:
+        if _ceiling_problem(b["daily_ceiling"]):
+            return None
+        values["daily_ceiling"] = b["daily_ceiling"]
+    return values
+
+
+def _updated(conn: Connection, entry: Entry) -> None:
+    b = entry.body
+    if _open_station(conn, b.get("station")) is None:
+        return
+    values = _update_values(b)
     if values:
         conn.execute(
             update(stations)
             .where(stations.c.station_id == b["station"])
             .values(values | {"updated_at": entry.time})
         )
+        if "daily_ceiling" in values:
+            _ceiling_set(conn, entry, b["station"], values["daily_ceiling"])
 
 
 def _closed(conn: Connection, entry: Entry) -> None:
@@ -917,12 +1017,13 @@ EVENT_TYPES = frozenset(_APPLY)
 
 
 class StationsProjection:
-    """The ``stations`` and ``station_keys`` tables. Writes in :meth:`apply`: commands later in
-    the same batch read them (a station registered a moment ago gets its key). Reads ``unions``
-    (a station's union must exist), so it applies after :class:`unions.UnionsProjection`."""
+    """The ``stations``, ``station_keys`` and ``station_ceilings`` tables. Writes in
+    :meth:`apply`: commands later in the same batch read them (a station registered a moment
+    ago gets its key). Reads ``unions`` (a station's union must exist), so it applies after
+    :class:`unions.UnionsProjection`."""
 
     name = "stations"
-    tables: Sequence[Table] = (stations, station_keys)
+    tables: Sequence[Table] = (stations, station_keys, station_ceilings)
 
     def apply(self, conn: Connection, entry: Entry) -> None:
         handler = _APPLY.get(entry.type)

@@ -37,6 +37,7 @@ from verifier.station import (
     Accept,
     LocalCounters,
     OfflineRedemption,
+    Refusal,
     StationCache,
     StationInfo,
     judge,
@@ -137,7 +138,11 @@ def device(w: World, client: TestClient, station: str = STATION) -> Device:
     now = keys.utc_now()
     root = w.services.keyring.current(keys.Role.ROOT, now).public_key
     cache = StationCache.provision(
-        station=StationInfo(body["station"]["station_id"], body["station"]["kind"]),
+        station=StationInfo(
+            body["station"]["station_id"],
+            body["station"]["kind"],
+            body["station"]["daily_ceiling"],
+        ),
         trust_list=body["trust_list"],
         roots=root,
         status_lists=body["status_lists"],
@@ -462,6 +467,70 @@ def test_forged_records_beyond_the_station_ceiling_are_conflicts(
         ("offline-station-ceiling", 1, 5_000),
     ]
     assert used(w, "OFF-CAP") == 2
+    same_as_rebuild(w)
+
+
+def test_records_beyond_the_station_daily_ceiling_across_programs_are_conflicts(
+    world: tuple[World, TestClient],
+) -> None:
+    """The station's own daily_ceiling (all programs, per device key and China day) is
+    re-checked at sync with the ceiling in force at each record's time; the device, provisioned
+    with it, refuses beyond it offline."""
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    for program in ("OFF-A", "OFF-B"):
+        w.program(program, quota={"count": 100, "per": "program"}, max_quantity=3, offline=OFFLINE)
+    w.run(lambda tx: stations.update_station(tx, SYSTEM, station=STATION, daily_ceiling=12_000))
+    d = device(w, client)
+    assert d.cache.station.daily_ceiling == 12_000  # provisioned
+    at = datetime.fromtimestamp(int(time.time()) + 1, UTC)
+    refusal = judge(
+        w.qr(now=at)[0],
+        program="OFF-B",
+        quantity=1,
+        cache=d.cache,
+        counters=lambda *_: LocalCounters(station_value=10_000),  # 10,000 + 5,000 > 12,000
+        now=at,
+    )
+    assert isinstance(refusal, Refusal), refusal
+    assert (refusal.code, refusal.extra["scope"]) == ("offline-station-ceiling", "station")
+
+    # each program's own limit (10**8) is far away: only the station-wide one bites
+    first = [d.forge("OFF-A"), d.forge("OFF-B"), d.forge("OFF-A")]  # 5,000 + 5,000 + 5,000
+    body = sync(w, client, first)
+    assert statuses(body) == [
+        ("accepted", None),
+        ("accepted", None),
+        ("conflict", "offline-station-ceiling"),
+    ]
+    assert "daily_ceiling" in body["items"][2]["message"]
+    assert statuses(sync(w, client, [d.forge("OFF-B", quantity=2)])) == [  # from the ledger
+        ("conflict", "offline-station-ceiling")
+    ]
+    other = device(w, client)  # another device of the station has its own daily ceiling
+    assert statuses(sync(w, client, [other.forge("OFF-B", quantity=2)])) == [("accepted", None)]
+
+    early = d.forge("OFF-A")  # made under 12,000: still judged by it when synced later
+    _wait_past(d.clock)
+    w.run(lambda tx: stations.update_station(tx, SYSTEM, station=STATION, daily_ceiling=20_000))
+    _wait_past(int(time.time()))
+    late = d.forge("OFF-A")  # made under 20,000: 10,000 + 5,000
+    assert statuses(sync(w, client, [early, late])) == [
+        ("conflict", "offline-station-ceiling"),
+        ("accepted", None),
+    ]
+    w.run(lambda tx: stations.update_station(tx, SYSTEM, station=STATION, daily_ceiling=None))
+    _wait_past(int(time.time()))
+    assert statuses(sync(w, client, [d.forge("OFF-B", quantity=3)])) == [("accepted", None)]
+
+    conflict = events(w, "OfflineRedemptionConflicted")
+    assert [(e["reason"], e["program"], e["quantity"]) for e in conflict] == [
+        ("offline-station-ceiling", "OFF-A", 1),
+        ("offline-station-ceiling", "OFF-B", 2),
+        ("offline-station-ceiling", "OFF-A", 1),
+    ]
+    assert (used(w, "OFF-A"), used(w, "OFF-B")) == (2, 1 + 2 + 3)
+    assert review_reasons(w, client) == [("conflict", "offline-station-ceiling")] * 3
     same_as_rebuild(w)
 
 

@@ -36,9 +36,19 @@ OFFLINE = {"allowed": True, "per_member_per_day": 1, "station_daily_value": 10**
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[World, str, Path]]:
     """The world, the server's URL, and a directory with the device key and the root key."""
+    yield from _served(tmp_path)
+
+
+def _served(tmp_path: Path, daily_ceiling: int | None = None) -> Iterator[tuple[World, str, Path]]:
     world = build_world(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}")
     world.program(PROGRAM, quota={"count": 10, "per": "program"}, offline=OFFLINE)
     world.program(ONCE, offline=OFFLINE)
+    if daily_ceiling is not None:
+        world.run(
+            lambda tx: stations.update_station(
+                tx, SYSTEM, station=STATION, daily_ceiling=daily_ceiling
+            )
+        )
     device = keys.PrivateKey.generate()
     world.run(
         lambda tx: stations.register_station_key(tx, SYSTEM, station=STATION, jwk=device.public_key)
@@ -196,3 +206,27 @@ def test_unreachable_server_and_bad_key(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as exit_:
         main(["station", "redeem", "--dir", str(tmp_path), "--online", "--offline", "x"])
     assert exit_.value.code == station_cli.EXIT_USAGE
+
+
+def test_the_station_daily_ceiling_is_provisioned_and_refuses_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A station whose daily_ceiling is one unit's value (50 yuan): one offline redemption of
+    one program, then none of another (each program's own limits would allow it)."""
+    served = _served(tmp_path, daily_ceiling=5000)
+    w, url, files = next(served)
+    try:
+        d = str(tmp_path / "station")
+        provision = ["provision", "--server", url, "--station", STATION, "--dir", d]
+        provision += ["--device-key", str(files / "device.key"), "--root", str(files / "root.jwk")]
+        expect(capsys, 0, provision, "worst case offline per day: 50.00 yuan")
+        expect(capsys, 0, ["redeem", "--dir", d, "--program", PROGRAM, "--offline", w.qr()[0]])
+        expect(
+            capsys,
+            1,
+            ["redeem", "--dir", d, "--program", ONCE, "--offline", w.qr()[0]],
+            "refused: offline-station-ceiling",
+        )
+        expect(capsys, 0, ["sync", "--dir", d], "1 accepted")
+    finally:
+        served.close()

@@ -381,3 +381,45 @@ def test_the_demo_registers_its_stations_and_the_demo_device_key(tmp_path: Path)
         assert client.get(f"/v1/stations/{DEMO_STATION}", headers=station).json()["union"] == (
             "110105-WJ"
         )
+
+
+def test_the_daily_ceiling_is_set_shown_changed_removed_and_provisioned(env: Env) -> None:
+    client = env.client
+    r = env.create("ST-1", daily_ceiling=50_000)
+    assert r.status_code == 201, r.text
+    assert r.json()["daily_ceiling"] == 50_000
+    assert client.get("/v1/stations/ST-1", headers=env.auditor).json()["daily_ceiling"] == 50_000
+
+    def provisioned() -> Any:
+        r = client.get("/v1/stations/ST-1/provision", headers=env.official)
+        assert r.status_code == 200, r.text
+        return r.json()["station"]["daily_ceiling"]
+
+    assert provisioned() == 50_000
+
+    def patch(body: dict[str, Any]) -> Any:
+        return client.patch("/v1/stations/ST-1", headers=env.official, json=body)
+
+    r = patch({"daily_ceiling": 80_000})
+    assert r.status_code == 200, r.text
+    assert r.json()["daily_ceiling"] == 80_000
+    assert patch({"name": "改名"}).json()["daily_ceiling"] == 80_000  # absent: unchanged
+    assert provisioned() == 80_000
+    r = patch({"daily_ceiling": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["daily_ceiling"] is None
+    assert provisioned() is None
+    assert env.create("ST-2").json()["daily_ceiling"] is None
+    listed = client.get("/v1/stations", headers=env.official).json()["items"]
+    assert [s["daily_ceiling"] for s in listed] == [None, None]
+
+    before = env.services.reader.size()
+    for bad in (-1, 10**12 + 1):
+        assert_problem(patch({"daily_ceiling": bad}), 422, "bad-daily-ceiling")
+        assert_problem(env.create("ST-3", daily_ceiling=bad), 422, "bad-daily-ceiling")
+    for bad in ("100", True, 1.5):  # the body's types are strict
+        assert_problem(patch({"daily_ceiling": bad}), 422, "validation-error")
+        assert_problem(env.create("ST-3", daily_ceiling=bad), 422, "validation-error")
+    assert env.services.reader.size() == before
+    assert client.get("/v1/stations/ST-3", headers=env.official).status_code == 404
+    assert client.get("/problems/bad-daily-ceiling").status_code == 200

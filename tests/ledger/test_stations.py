@@ -20,6 +20,7 @@ from ledger.projections import compare, default_projections, rebuild, snapshot
 from ledger.sequencer import Event
 from ledger.stations import (
     BadCoordinates,
+    BadDailyCeiling,
     BadHours,
     BadStationId,
     BadStationKey,
@@ -55,7 +56,7 @@ BEIJING_OFFICIAL = Actor(Role.OFFICIAL, "acct-00000000000000bj", scope="110000")
 CHAOYANG_OFFICIAL = Actor(Role.OFFICIAL, "acct-00000000000000cy", scope="110105")
 AUDITOR = Actor(Role.AUDITOR, "acct-00000000000000au")
 WEEK = {day: [["08:00", "12:00"], ["13:00", "20:00"]] for day in stations.DAYS} | {"sun": []}
-TABLES = [stations.stations, stations.station_keys]
+TABLES = [stations.stations, stations.station_keys, stations.station_ceilings]
 
 Command = Callable[..., Entry]
 
@@ -143,6 +144,7 @@ def test_register_update_close_with_exact_events(ledger: Ledger) -> None:
         "lat": "39.9968",
         "lon": "116.47",
         "hours": WEEK,
+        "daily_ceiling": None,
     }
     r = row(ledger, "ST-CY-1")
     assert (r.kind, r.union_code, r.status, r.hours) == (
@@ -217,6 +219,62 @@ def test_register_update_close_with_exact_events(ledger: Ledger) -> None:
         kid=kid1,
         reason="x",
     )
+
+
+def test_the_daily_ceiling_is_registered_changed_removed_and_kept_over_time(
+    ledger: Ledger,
+) -> None:
+    tree(ledger)
+    entry = station(ledger, "ST-1", "G-CY", BEIJING_OFFICIAL, daily_ceiling=50_000)
+    assert entry.body["daily_ceiling"] == 50_000
+    assert row(ledger, "ST-1").daily_ceiling == 50_000
+    raised = run(ledger, update_station, CHAOYANG_OFFICIAL, station="ST-1", daily_ceiling=80_000)
+    assert raised.body == {"station": "ST-1", "daily_ceiling": 80_000}
+    assert row(ledger, "ST-1").daily_ceiling == 80_000
+    assert row(ledger, "ST-1").updated_at == raised.time
+    renamed = run(ledger, update_station, station="ST-1", name="改名")  # the ceiling stays
+    assert "daily_ceiling" not in renamed.body
+    assert row(ledger, "ST-1").daily_ceiling == 80_000
+    removed = run(ledger, update_station, station="ST-1", daily_ceiling=None)
+    assert removed.body == {"station": "ST-1", "daily_ceiling": None}
+    assert row(ledger, "ST-1").daily_ceiling is None
+    station(ledger, "ST-2", "G-CY")  # none, and no history row
+    assert row(ledger, "ST-2").daily_ceiling is None
+    with ledger.engine.connect() as conn:
+        assert stations.ceiling_history(conn, "ST-1") == [
+            (entry.time, 50_000),
+            (raised.time, 80_000),
+            (removed.time, None),
+        ]
+        assert stations.ceiling_history(conn, "ST-2") == []
+    # an event from before the member existed registers a station without a ceiling
+    old = {
+        "station": "ST-OLD",
+        "name": "x",
+        "kind": "other",
+        "union": "G-CY",
+        "location": "",
+        "lat": None,
+        "lon": None,
+        "hours": None,
+    }
+    ledger.sequencer.append([Event("StationRegistered", "test", old)])
+    assert row(ledger, "ST-OLD").daily_ceiling is None
+    for bad in (-1, 10**12 + 1, True, 1.5, "100"):
+        refused(ledger, BadDailyCeiling, update_station, station="ST-1", daily_ceiling=bad)
+        refused(
+            ledger,
+            BadDailyCeiling,
+            register_station,
+            station="ST-NEW",
+            name="x",
+            kind="other",
+            union="G-CY",
+            daily_ceiling=bad,
+        )
+    run(ledger, update_station, station="ST-1", daily_ceiling=10**12)
+    run(ledger, update_station, station="ST-1", daily_ceiling=0)
+    assert row(ledger, "ST-1").daily_ceiling == 0
 
 
 def test_refusals_append_nothing(ledger: Ledger) -> None:
@@ -521,6 +579,9 @@ def test_rebuild_reproduces_the_tables(ledger: Ledger) -> None:
     run(ledger, register_station_key, station="ST-3", jwk=device())
     run(ledger, revoke_station_key, station="ST-1", kid=kid, reason="lost")
     run(ledger, update_station, station="ST-1", hours=None, name="改名")
+    run(ledger, update_station, station="ST-1", daily_ceiling=30_000)
+    run(ledger, update_station, station="ST-1", daily_ceiling=None)
+    station(ledger, "ST-4", "G-SH", daily_ceiling=0)
     run(ledger, close_station, station="ST-3")
     before = state(ledger)[1]
     projections = default_projections()
@@ -573,6 +634,10 @@ def test_events_the_commands_would_refuse_change_nothing(ledger: Ledger) -> None
             registered(lat="1"),
             registered(lat="1", lon="200"),
             registered(hours={"mon": []}),
+            registered(daily_ceiling=-1),
+            registered(daily_ceiling=True),
+            registered(daily_ceiling="100"),
+            registered(daily_ceiling=10**12 + 1),
             Event(
                 "StationRegistered",
                 "test",
@@ -581,6 +646,9 @@ def test_events_the_commands_would_refuse_change_nothing(ledger: Ledger) -> None
             Event("StationUpdated", "test", {"station": "ST-1", "name": ""}),
             Event("StationUpdated", "test", {"station": "ST-1", "lat": "1"}),
             Event("StationUpdated", "test", {"station": "ST-1", "hours": "always"}),
+            Event("StationUpdated", "test", {"station": "ST-1", "daily_ceiling": "1"}),
+            Event("StationUpdated", "test", {"station": "ST-1", "name": "y", "daily_ceiling": -1}),
+            Event("StationUpdated", "test", {"station": "ST-C", "daily_ceiling": 5}),
             Event("StationUpdated", "test", {"station": "ST-1", "name": "x", "location": 7}),
             Event("StationUpdated", "test", {"station": "ST-C", "name": "reopened?"}),
             Event("StationUpdated", "test", {"station": "ST-404", "name": "x"}),
