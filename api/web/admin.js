@@ -173,6 +173,7 @@ const DETAIL_PATTERNS = [
   [/^bad station id /, "why.station-id"],
   [/^not an Ed25519 public JWK/, "why.station-key"],
   [/^a station has at most (\d+) unrevoked keys$/, "why.too-many-keys", ["max"]],
+  [/^a daily ceiling is /, "why.daily-ceiling"],
 ];
 
 function translateDetail(detail) {
@@ -1920,6 +1921,10 @@ function renderStation() {
   $("station-detail-location").textContent = row.location || t("common.none");
   $("station-detail-coordinates").textContent =
     row.lat === null ? t("common.none") : `${row.lat}, ${row.lon}`;
+  $("station-detail-daily-ceiling").textContent =
+    row.daily_ceiling === null || row.daily_ceiling === undefined
+      ? t("station.daily-ceiling-none")
+      : formatYuan(row.daily_ceiling);
   $("station-detail-updated").textContent = formatTime(row.closed_at ?? row.updated_at);
   $("station-detail-hours").replaceChildren(
     ...(row.hours === null
@@ -1988,7 +1993,7 @@ function renderStation() {
   show($("station-keys-empty"), data.keys.length === 0);
 }
 
-// -- stations: the form (register, or change name, place and hours) -----------------------------
+// -- stations: the form (register, or change name, place, hours and offline ceiling) -----------
 
 const START_RE = /^(?:[01][0-9]|2[0-3]):[0-5][0-9]$/;
 const END_RE = /^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$/;
@@ -2145,6 +2150,12 @@ function readCoordinates() {
   return [lat, lon];
 }
 
+// The offline daily ceiling typed in yuan, as fen (null: empty, no ceiling).
+function readDailyCeiling() {
+  const text = $("station-daily-ceiling").value.trim();
+  return text ? moneyField(text, "field.daily_ceiling") : null;
+}
+
 function readStationForm() {
   const { mode, row } = state.stationForm;
   const name = $("station-name").value.trim();
@@ -2159,6 +2170,7 @@ function readStationForm() {
     ]);
     if (!ID_RE.test(stationId)) throw new FormProblem("why.station-id");
     const [lat, lon] = readCoordinates();
+    const dailyCeiling = readDailyCeiling();
     return {
       station_id: stationId,
       name,
@@ -2168,16 +2180,19 @@ function readStationForm() {
       lat,
       lon,
       hours: readHours(),
+      daily_ceiling: dailyCeiling,
     };
   }
   requireFields([[name, "field.station-name"]]);
   const [lat, lon] = readCoordinates();
   const hours = readHours();
+  const dailyCeiling = readDailyCeiling();
   const changes = {};
   if (name !== row.name) changes.name = name;
   if (location !== row.location) changes.location = location;
   if (lat !== row.lat || lon !== row.lon) Object.assign(changes, { lat, lon });
   if (JSON.stringify(hours) !== JSON.stringify(row.hours)) changes.hours = hours;
+  if (dailyCeiling !== (row.daily_ceiling ?? null)) changes.daily_ceiling = dailyCeiling;
   return changes;
 }
 
@@ -2205,6 +2220,8 @@ function openStationForm(mode) {
   $("station-location").value = row?.location ?? "";
   $("station-lat").value = row?.lat ?? "";
   $("station-lon").value = row?.lon ?? "";
+  const ceiling = row?.daily_ceiling ?? null;
+  $("station-daily-ceiling").value = ceiling === null ? "" : fenToYuan(ceiling);
   $("station-always-open").checked = Boolean(row) && row.hours === null;
   const everyDay = Object.fromEntries(DAYS.map((day) => [day, [[...DEFAULT_SPAN]]]));
   renderHoursEditor(row?.hours ?? everyDay);

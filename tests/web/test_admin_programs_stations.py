@@ -37,6 +37,7 @@ PAGE_PROBLEMS = {
     *("bad-station-text", "unknown-station-kind", "bad-coordinates", "bad-opening-hours"),
     *("empty-station-update", "bad-station-key", "duplicate-station-key"),
     *("too-many-station-keys", "unknown-station-key", "station-key-revoked"),
+    "bad-daily-ceiling",
 }
 
 
@@ -373,6 +374,12 @@ def test_official_registers_a_station_with_hours_and_manages_its_device_keys(
     page.fill(tid("station-location"), "北京市朝阳区望京（测试）")
     page.fill(tid("station-lat"), "39.9970")
     page.fill(tid("station-lon"), "116.4710")
+    # The offline daily ceiling, in yuan: a negative amount or three decimals is said at once.
+    for wrong in ("-5", "500.123"):
+        page.fill(tid("station-daily-ceiling"), wrong)
+        page.click(tid("station-submit"))
+        expect_text(page, "station-error", "离线每日限额：金额格式不正确")
+    page.fill(tid("station-daily-ceiling"), "500")
     # Hours: every day starts as 08:00-20:00. Monday: 08:00-12:00 and 13:00-20:00, copied to
     # the weekdays; Saturday 09:00-17:00; Sunday closed.
     page.fill(tid("hours-mon-end-0"), "07:00")  # before it opens: said at once
@@ -399,6 +406,7 @@ def test_official_registers_a_station_with_hours_and_manages_its_device_keys(
     expect_text(page, "station-detail-name", "望京测试驿站")
     expect_text(page, "station-day-mon", "08:00–12:00、13:00–20:00")
     expect_text(page, "station-day-sun", "休息")
+    expect_text(page, "station-detail-daily-ceiling", "¥500.00")
     expect_text(
         page,
         f"station-hours-{station_id}",
@@ -420,12 +428,14 @@ def test_official_registers_a_station_with_hours_and_manages_its_device_keys(
         "status": "active",
     }
     assert row["hours"] == week
+    assert row["daily_ceiling"] == 50_000  # 500 yuan, in fen
 
     # Edit: a new name, and always open.
     page.click(tid("station-edit"))
     page.wait_for_selector(f"{tid('station-dialog')}[open]")
     assert page.is_disabled(tid("station-id"))
     assert page.input_value(tid("hours-mon-end-1")) == "20:00"
+    assert page.input_value(tid("station-daily-ceiling")) == "500"
     page.click(tid("station-submit"))  # nothing changed
     expect_text(page, "station-error", "没有修改任何内容。")
     page.fill(tid("station-name"), "望京测试驿站（二号）")
@@ -438,6 +448,36 @@ def test_official_registers_a_station_with_hours_and_manages_its_device_keys(
     assert row["name"] == "望京测试驿站（二号）"
     assert row["hours"] is None
     assert row["lat"] == "39.9970"  # unchanged
+    assert row["daily_ceiling"] == 50_000  # unchanged, and not sent
+
+    # Edit: the ceiling emptied is removed. The server's refusal shows in the form as any other
+    # (a ceiling out of range, slipped into the request on its way).
+    page.click(tid("station-edit"))
+    page.wait_for_selector(f"{tid('station-dialog')}[open]")
+    page.fill(tid("station-daily-ceiling"), "")
+
+    def out_of_range(route: Any) -> None:
+        if route.request.method != "PATCH":
+            route.continue_()
+            return
+        body = json.loads(route.request.post_data or "{}")
+        assert body == {"daily_ceiling": None}
+        route.continue_(post_data=json.dumps({"daily_ceiling": 10**12 + 1}))
+
+    page.route(f"**/v1/stations/{station_id}", out_of_range)
+    with page.expect_response(lambda r: r.request.method == "PATCH") as refused:
+        page.click(tid("station-submit"))
+    assert refused.value.status == 422
+    expect_text(page, "station-error", "离线每日限额不正确。")
+    expect_text(page, "station-error", "离线每日限额须为 0 到 100 亿元之间的金额")
+    assert page.is_hidden(tid("error"))  # in the dialog, not behind it
+    page.unroute(f"**/v1/stations/{station_id}", out_of_range)
+    assert api.get(f"/v1/stations/{station_id}").json()["daily_ceiling"] == 50_000
+    page.click(tid("station-submit"))
+    page.wait_for_selector(f"{tid('station-dialog')}:not([open])", state="attached")
+    expect_text(page, "notice", "已保存驿站 望京测试驿站（二号）")
+    expect_text(page, "station-detail-daily-ceiling", "不限")
+    assert api.get(f"/v1/stations/{station_id}").json()["daily_ceiling"] is None
 
     # A pasted public key. A private key is refused before anything is sent.
     page.wait_for_selector(f"{tid('station-keys-empty')}:visible")
@@ -522,6 +562,7 @@ def test_official_registers_a_station_with_hours_and_manages_its_device_keys(
     assert [e.type for e in events] == [
         "StationRegistered",
         "StationUpdated",
+        "StationUpdated",
         "StationKeyRegistered",
         "StationKeyRegistered",
         "StationKeyRevoked",
@@ -529,12 +570,14 @@ def test_official_registers_a_station_with_hours_and_manages_its_device_keys(
         "StationClosed",
     ]
     assert events[0].body["hours"] == week
+    assert events[0].body["daily_ceiling"] == 50_000
     assert events[1].body == {"station": station_id, "name": "望京测试驿站（二号）", "hours": None}
-    assert [e.body["kid"] for e in events[2:4]] == [pasted_kid, generated_kid]
-    assert all(set(e.body) == {"station", "kid", "x"} for e in events[2:4])
+    assert events[2].body == {"station": station_id, "daily_ceiling": None}
+    assert [e.body["kid"] for e in events[3:5]] == [pasted_kid, generated_kid]
+    assert all(set(e.body) == {"station", "kid", "x"} for e in events[3:5])
     assert made["d"] not in json.dumps([e.body for e in events])  # the private key stayed out
-    assert events[4].body["reason"] == "设备丢失"
-    assert events[5].body == {"station": station_id, "kid": pasted_kid, "reason": "station closed"}
+    assert events[5].body["reason"] == "设备丢失"
+    assert events[6].body == {"station": station_id, "kid": pasted_kid, "reason": "station closed"}
 
 
 # -- both tabs in English, and on a phone -------------------------------------------------------
@@ -585,12 +628,19 @@ def test_english_labels_and_rules(new_page: Any, program_above: str) -> None:
     page.click(tid("station-open-ST-BJ-ZGC-0001"))
     expect_text(page, "station-detail-kind", "Union station")
     expect_text(page, "station-day-wed", "08:00–20:00")
+    expect_text(page, "station-detail-daily-ceiling", "none")
     expect_text(page, "key-register", "Register public key")
     page.click(tid("station-new"))
     page.wait_for_selector(f"{tid('station-dialog')}[open]")
     expect_text(page, "station-form-title", "Register a station")
     expect_text(page, "hours-editor", "Copy Monday to Tuesday–Friday")
     expect_text(page, "hours-tue", "Tue")
+    expect_text(page, "station-dialog", "Offline daily ceiling (yuan)")
+    page.fill(tid("station-id"), "ST-EN-1")
+    page.fill(tid("station-name"), "English test")
+    page.fill(tid("station-daily-ceiling"), "1.234")
+    page.click(tid("station-submit"))
+    expect_text(page, "station-error", "offline daily ceiling: not an amount (yuan")
     page.click(tid("station-cancel"))
 
     page.click(tid("lang-switch"))  # and back: the lists and the opened station follow
