@@ -12,7 +12,8 @@ The reports read those cells (and, for statements and anomalies, the ``redemptio
 - :func:`station_statement`, :func:`union_statement`: one day, line by line;
 - :func:`settlement`: what each funding union owes each operating union over months;
 - :func:`anomalies`: stations and members far above their peers, bursts, many conflicts,
-  redemptions outside opening hours;
+  repeated online refusals (tallied beside the chain in ``refusal_counts``), redemptions
+  outside opening hours;
 - :func:`export`: every figure, pinned to the tree size and root it was read at, in the format
   an auditor's recomputation compares with (``verifier.stats.Figures``).
 
@@ -190,7 +191,8 @@ class _SqlContext:
 
 
 class StatsProjection:
-    """Keeps ``stats_cells``, ``stats_members`` and ``stats_seen`` (docs/stats.md section 2)."""
+    """Keeps ``stats_cells`` (and their monthly roll-up ``stats_months``), ``stats_members``
+    and ``stats_seen`` (docs/stats.md section 2)."""
 
     name = "stats"
     tables: Sequence[Table] = (stats_cells, stats_months, stats_members, stats_seen)
@@ -237,10 +239,11 @@ class StatsProjection:
                     acc = months.setdefault((scope, program, period[:7]), [0] * vs.N)
                     for i, x in enumerate(counts):
                         acc[i] += x
-            conn.exec_driver_sql(
-                _upsert_sql(conn, "stats_months", vs.FIELDS),
-                [(*key, *counts) for key, counts in sorted(months.items())],
-            )
+            if months:
+                conn.exec_driver_sql(
+                    _upsert_sql(conn, "stats_months", vs.FIELDS),
+                    [(*key, *counts) for key, counts in sorted(months.items())],
+                )
         if added:
             conn.exec_driver_sql(
                 _upsert_sql(conn, "stats_members", ("members",)),
