@@ -21,7 +21,7 @@ import math
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
@@ -718,7 +718,7 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/aut
 _bearer_error = 'Bearer error="invalid_token"'
 
 
-def get_auth(services: ServicesDep) -> AuthService:
+async def get_auth(services: ServicesDep) -> AuthService:
     if services.auth is None:
         raise Problem("unavailable", "authentication is not configured")
     return services.auth
@@ -746,7 +746,7 @@ def current_grant(
 GrantDep = Annotated[Grant, Depends(current_grant)]
 
 
-def current_actor(grant: GrantDep) -> Actor:
+async def current_actor(grant: GrantDep) -> Actor:
     """Who is calling (401 when nobody valid is)."""
     return grant.actor
 
@@ -754,14 +754,14 @@ def current_actor(grant: GrantDep) -> Actor:
 ActorDep = Annotated[Actor, Depends(current_actor)]
 
 
-def require(*roles: Role) -> Callable[[Actor], Actor]:
+def require(*roles: Role) -> Callable[[Actor], Coroutine[Any, Any, Actor]]:
     """A dependency: the actor if their role is one of ``roles``, else 403 problem+json."""
     if not roles:
         raise ValueError("require() needs at least one role")
     allowed = frozenset(roles)
     names = ", ".join(sorted(r.value for r in allowed))
 
-    def dependency(actor: ActorDep) -> Actor:
+    async def dependency(actor: ActorDep) -> Actor:
         if actor.role not in allowed:
             raise Problem("forbidden", f"this needs one of the roles: {names}")
         return actor

@@ -51,6 +51,7 @@ from sqlalchemy import (
     update,
 )
 
+from ledger.db import driver_sql
 from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.errors import LedgerError
 from ledger.schema import metadata
@@ -463,11 +464,18 @@ def create_session(
     return Session(session_id, subject, role, scope, now + ttl, None), refresh
 
 
+_GET_SESSION = (
+    "SELECT session_id, subject, role, scope, expires_at, revoked_at FROM auth_sessions"
+    " WHERE session_id = ?"
+)
+
+
 def get_session(conn: Connection, session_id: str) -> Session | None:
-    row = conn.execute(
-        select(*_SESSION_COLUMNS).where(auth_sessions.c.session_id == session_id)
-    ).first()
-    return None if row is None else _session(row)
+    # Every authenticated request runs this: driver SQL, without SQLAlchemy's statement work.
+    row = conn.exec_driver_sql(driver_sql(conn, _GET_SESSION), (session_id,)).first()
+    if row is None:
+        return None
+    return Session(row[0], row[1], Role(row[2]), row[3], row[4], row[5])
 
 
 class RefreshRefused(LedgerError):

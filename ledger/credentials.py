@@ -487,6 +487,16 @@ class Credentials:
 
     # -- what the server's own verifier needs -----------------------------------------------------
 
+    def cached_material(
+        self, now: datetime
+    ) -> tuple[keys.TrustList, dict[str, VerifiedStatusList]] | None:
+        """:meth:`verification_material` as last read, if still fresh at ``now``; else None."""
+        with self._lists_lock:
+            cached = self._material
+        if cached is not None and timedelta(0) <= now - cached[0] < MATERIAL_TTL:
+            return cached[1], cached[2]
+        return None
+
     def verification_material(
         self,
         conn: Connection,
@@ -500,10 +510,9 @@ class Credentials:
         ``verifier.credential.verify_presentation``. Verified once per signed token, and
         reused for :data:`MATERIAL_TTL` (the redemption command checks revocation against the
         credentials table itself, so a list a second old loses nothing)."""
-        with self._lists_lock:
-            cached = self._material
-        if not fresh and cached is not None and timedelta(0) <= now - cached[0] < MATERIAL_TTL:
-            return cached[1], cached[2]
+        cached = None if fresh else self.cached_material(now)
+        if cached is not None:
+            return cached
         token = self.trust_list(now)
         with self._lists_lock:
             trusted = self._verified.get(token)

@@ -224,12 +224,16 @@ class Sequencer:
         """:meth:`execute`, and the receipts (entry, inclusion proof, signed checkpoint) of the
         entries the command appended: the batch ends with a checkpoint, and the proofs are
         computed from the batch in memory (no tile reads, no extra batch)."""
+        value, receipts = self.submit_with_receipts(command).result(timeout)
+        return value, receipts
+
+    def submit_with_receipts(self, command: Callable[[Tx], T]) -> Future[tuple[T, list[Receipt]]]:
+        """Queue ``command``; its future resolves as :meth:`execute_with_receipts` returns."""
         if self._closed:
             raise LedgerClosed("the sequencer is closed")
         request: _Request[Any] = _Request(command, receipts=True)
         self._queue.put(request)
-        value, receipts = request.future.result(timeout)
-        return value, receipts
+        return request.future
 
     def append(self, events: Sequence[Event]) -> list[Entry]:
         """Append ``events`` (in order, contiguous) and return their entries once durable."""

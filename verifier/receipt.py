@@ -100,16 +100,19 @@ class Receipt:
 
     # --- JSON ---------------------------------------------------------------------------------
 
-    def to_json(self) -> str:
-        """The receipt as JSON text: keys sorted, no whitespace, non-ASCII left as is."""
-        document = {
+    def to_dict(self) -> dict[str, Any]:
+        """The receipt as the JSON object that :meth:`to_json` writes."""
+        return {
             "checkpoint": self.checkpoint_note,
             "entry": b64encode(self.entry),
             "format": RECEIPT_FORMAT,
             "inclusion": [b64encode(node) for node in self.inclusion],
             "index": self.index,
         }
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def to_json(self) -> str:
+        """The receipt as JSON text: keys sorted, no whitespace, non-ASCII left as is."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> Receipt:
