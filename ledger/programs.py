@@ -512,6 +512,12 @@ def list_programs(
     ]
 
 
+def declares_stacking(conn: Connection, program_id: str) -> bool:
+    """Whether any version of any program ever declared that it does not stack with
+    ``program_id`` or the reverse (else :func:`not_stacking` is empty at every time)."""
+    return conn.execute(_PAIRS, {"program": program_id}).first() is not None
+
+
 def not_stacking(conn: Connection, program_id: str, at: str | None = None) -> list[str]:
     """The programs that do not stack with ``program_id`` at time ``at`` (RFC 3339 UTC;
     default: the time of the ledger's latest entry): declared by the version in force of either

@@ -39,7 +39,9 @@ union → fen), kept in the same transaction as the events.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,8 +54,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    bindparam,
-    or_,
     select,
     update,
 )
@@ -61,7 +61,6 @@ from sqlalchemy import (
 from ledger import members as m
 from ledger import programs as p
 from ledger import unions
-from ledger.credentials import credentials
 from ledger.db import driver_sql
 from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.schema import projection_metadata
@@ -112,22 +111,14 @@ budget_usage = Table(
 )
 
 
-# Statements of the hot path, built once (a redemption runs about fifteen of them inside the
-# single writer: building each anew cost more than executing it).
-_USED = select(quota_usage.c.used).where(
-    quota_usage.c.member_id == bindparam("member"),
-    quota_usage.c.program_id == bindparam("program"),
-    quota_usage.c.period == bindparam("period"),
+# The reads of the hot path that no batch memo can hold, as the driver's own statements:
+# SQLAlchemy's per-statement work cost more than executing them.
+_USED_SQL = "SELECT used FROM quota_usage WHERE member_id = ? AND program_id = ? AND period = ?"
+_SEEN_SQL = (
+    "SELECT redemption, idempotency FROM redemptions WHERE idempotency = ?"
+    " UNION ALL SELECT redemption, idempotency FROM redemptions WHERE presentation = ?"
 )
-_SEEN = select(redemptions.c.redemption, redemptions.c.idempotency).where(
-    or_(
-        redemptions.c.idempotency == bindparam("idempotency"),
-        redemptions.c.presentation == bindparam("presentation"),
-    )
-)
-_CREDENTIAL = select(credentials.c.revoked_at).where(
-    credentials.c.credential_hash == bindparam("hash")
-)
+_CREDENTIAL_SQL = "SELECT revoked_at FROM credentials WHERE credential_hash = ?"
 # Applied to every redemption: the driver's own statements, each built once (measured: the
 # projection's SQLAlchemy statements took about 40% of an append of a RedemptionRecorded).
 _INSERT_SQL = (
@@ -265,8 +256,8 @@ def budget_used(conn: Connection, program_id: str) -> dict[str, int]:
 
 
 def quota_used(conn: Connection, member_id: str, program_id: str, period: str) -> int:
-    used = conn.execute(
-        _USED, {"member": member_id, "program": program_id, "period": period}
+    used = conn.exec_driver_sql(
+        driver_sql(conn, _USED_SQL), (member_id, program_id, period)
     ).scalar()
     return int(used or 0)
 
@@ -448,9 +439,49 @@ class Redeemed:
     renews_at: str | None
 
 
-def _funding(conn: Connection, rules: p.Rules, owner: str, home: str) -> str:
+class _BatchReads:
+    """The online command's reads that only program, station and union events change, shared
+    by the redemptions of one writer batch (``Tx.memoised``): a batch of a hundred redemptions
+    at a few stations reads the program, its versions and the stations once."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.conn = tx.conn
+        self.memoised = tx.memoised
+
+    def program(self, program_id: str) -> p.ProgramRow | None:
+        return self.memoised(("program", program_id), lambda: p.get_program(self.conn, program_id))
+
+    def version_at(self, program_id: str, at: str) -> p.Version | None:
+        """As :func:`ledger.programs.version_at`: the highest version effective at ``at``."""
+        every = self.memoised(("versions", program_id), lambda: p.versions(self.conn, program_id))
+        found = [v for v in every if v.effective <= at]
+        return max(found, key=lambda v: v.version) if found else None
+
+    def station(self, station_id: str) -> Any:
+        from ledger.stations import get_station  # noqa: PLC0415  (stations import nothing of ours)
+
+        return self.memoised(("station", station_id), lambda: get_station(self.conn, station_id))
+
+    def within(self, ancestor: str, code: str) -> bool:
+        return self.memoised(
+            ("within", ancestor, code), lambda: unions.is_within(self.conn, ancestor, code)
+        )
+
+    def stacking_candidates(self, program_id: str) -> bool:
+        """Whether any version ever declared a no-stacking pair with ``program_id`` (else
+        :func:`_stacked` has nothing to look for)."""
+        return self.memoised(
+            ("no-stack", program_id),
+            lambda: p.declares_stacking(self.conn, program_id),
+        )
+
+
+Within = Callable[[str, str], bool]
+
+
+def _funding(conn: Connection, rules: p.Rules, owner: str, home: str, within: Within) -> str:
     for union in rules.allocations:
-        if unions.is_within(conn, union, home):
+        if within(union, home):
             return union
     return owner
 
@@ -463,14 +494,14 @@ def _eligible(
     member: m.MemberRow,
     *,
     now: datetime,
+    reads: _BatchReads | None = None,
 ) -> str | None:
     """Why ``member`` is not eligible at ``now``, or None."""
     rules = version.rules
-    if not unions.is_within(conn, owner, member.union_code):
+    within = reads.within if reads is not None else functools.partial(unions.is_within, conn)
+    if not within(owner, member.union_code):
         return "the member's union is outside the program's scope"
-    if rules.home_subtree is not None and not unions.is_within(
-        conn, rules.home_subtree, member.union_code
-    ):
+    if rules.home_subtree is not None and not within(rules.home_subtree, member.union_code):
         return "the program is for members of another union"
     if rules.min_tenure_days is not None:
         joined = datetime.fromisoformat(member.joined_at.replace("Z", "+00:00"))
@@ -483,9 +514,9 @@ def _eligible(
     return None
 
 
-def _station_allows(conn: Connection, rules: p.Rules, owner: str, station: Any) -> bool:
+def _station_allows(rules: p.Rules, owner: str, station: Any, within: Within) -> bool:
     subtree = rules.where_subtree or owner
-    if not unions.is_within(conn, subtree, station.union_code):
+    if not within(subtree, station.union_code):
         return False
     if rules.stations and station.station_id not in rules.stations:
         return False
@@ -521,18 +552,18 @@ def _window(rules: p.Rules) -> tuple[str, str]:
 
 
 def _check_presentation(conn: Connection, verified: VerifiedPresentation) -> None:
-    current = conn.execute(_CREDENTIAL, {"hash": verified.credential_hash.hex()}).first()
-    if current is None or current.revoked_at is not None:
+    current = conn.exec_driver_sql(
+        driver_sql(conn, _CREDENTIAL_SQL), (verified.credential_hash.hex(),)
+    ).first()
+    if current is None or current[0] is not None:
         raise CredentialRevoked("this credential was replaced or revoked: refresh the app")
 
 
 def _check_program_station(
-    conn: Connection, station_id: str, program: str, now: datetime
+    reads: _BatchReads, station_id: str, program: str, now: datetime
 ) -> tuple[p.ProgramRow, p.Version, Any]:
-    from ledger.stations import get_station  # noqa: PLC0415  (stations import nothing of ours)
-
-    row = p.get_program(conn, program)
-    version = p.version_at(conn, program, p.format_time(now))
+    row = reads.program(program)
+    version = reads.version_at(program, p.format_time(now))
     if row is None or version is None:
         raise ProgramNotOpen(f"no program {program!r}")
     rules = version.rules
@@ -543,10 +574,10 @@ def _check_program_station(
             closes=rules.until.isoformat(),
             status=row.status,
         )
-    place = get_station(conn, station_id)
+    place = reads.station(station_id)
     if place is None or place.status != "active":
         raise NotRedeemableHere("this station is not registered or is closed")
-    if not _station_allows(conn, rules, row.owner, place):
+    if not _station_allows(rules, row.owner, place, reads.within):
         raise NotRedeemableHere("this program cannot be redeemed at this station")
     return row, version, place
 
@@ -555,7 +586,11 @@ def _check_quota(
     conn: Connection, rules: p.Rules, *, member_id: str, program: str, quantity: int, now: datetime
 ) -> str:
     period = rules.period_key(now)
-    already = quota_used(conn, member_id, program, period)
+    _check_quota_left(rules, quota_used(conn, member_id, program, period), quantity, now)
+    return period
+
+
+def _check_quota_left(rules: p.Rules, already: int, quantity: int, now: datetime) -> None:
     if already + quantity > rules.quota_count:
         raise QuotaUsed(
             f"the quota is used: {already} of {rules.quota_count} this period",
@@ -565,13 +600,20 @@ def _check_quota(
             if rules.quota_per is p.Per.PROGRAM
             else p.format_time(rules.period_end(now)),
         )
-    return period
 
 
 def _check_budget(
-    conn: Connection, rules: p.Rules, *, owner: str, home: str, program: str, value: int
+    conn: Connection,
+    rules: p.Rules,
+    *,
+    owner: str,
+    home: str,
+    program: str,
+    value: int,
+    reads: _BatchReads | None = None,
 ) -> str:
-    funding = _funding(conn, rules, owner, home)
+    within = reads.within if reads is not None else functools.partial(unions.is_within, conn)
+    funding = _funding(conn, rules, owner, home, within)
     if rules.budget is None:
         return funding
     used = budget_used(conn, program)
@@ -595,7 +637,7 @@ def offline_time(seconds: int) -> str:
 
 def station_allows(conn: Connection, rules: p.Rules, owner: str, station: Any) -> bool:
     """Whether ``station`` (a stations row) may redeem a program of ``owner`` with ``rules``."""
-    return _station_allows(conn, rules, owner, station)
+    return _station_allows(rules, owner, station, functools.partial(unions.is_within, conn))
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,7 +691,7 @@ def judge_at(
     place = get_station(conn, station_id)
     if place is None or (place.closed_at is not None and place.closed_at <= stamp):
         raise NotRedeemableHere("this station is not registered or was closed")
-    if not _station_allows(conn, rules, row.owner, place):
+    if not station_allows(conn, rules, row.owner, place):
         raise NotRedeemableHere("this program cannot be redeemed at this station")
     if type(quantity) is not int or not 1 <= quantity <= rules.max_quantity:
         raise BadQuantity(f"the quantity is 1 to {rules.max_quantity}")
@@ -701,12 +743,12 @@ class Redemptions:
         conn, now = tx.conn, tx.now
         presentation = verified.presentation_hash.hex()
         idempotency = _idempotency(station.scope, key)
-        seen = conn.execute(  # 1. and 2.: one look for the key and the presentation
-            _SEEN, {"idempotency": idempotency, "presentation": presentation}
+        seen = conn.exec_driver_sql(  # 1. and 2.: one look for the key and the presentation
+            driver_sql(conn, _SEEN_SQL), (idempotency, presentation)
         ).all()
         for hit in seen:
-            if hit.idempotency == idempotency:
-                earlier = get_redemption(conn, hit.redemption)
+            if hit[1] == idempotency:
+                earlier = get_redemption(conn, hit[0])
                 assert earlier is not None
                 same = (program, quantity, presentation)
                 if (earlier.program_id, earlier.quantity, earlier.presentation) != same:
@@ -717,25 +759,33 @@ class Redemptions:
         if seen:
             raise PresentationReplayed("this QR code was already used: show a fresh one")
         _check_presentation(conn, verified)
-        row, version, place = _check_program_station(conn, station.scope, program, now)  # 3.
+        reads = _BatchReads(tx)
+        row, version, place = _check_program_station(reads, station.scope, program, now)  # 3.
         rules = version.rules
         if type(quantity) is not int or not 1 <= quantity <= rules.max_quantity:
             raise BadQuantity(f"the quantity is 1 to {rules.max_quantity}")
         member = m.get_member(conn, verified.member_id)  # 4.
         if member is None or member.status != m.Status.ACTIVE:
             raise NotAMember("not an active member")
-        why = _eligible(conn, self.members, version, row.owner, member, now=now)
+        why = _eligible(conn, self.members, version, row.owner, member, now=now, reads=reads)
         if why is not None:
             raise NotEligible(why)
-        period = _check_quota(  # 5.
-            conn, rules, member_id=member.member_id, program=program, quantity=quantity, now=now
-        )
-        other = _stacked(conn, member.member_id, program, rules, now)  # 6.
-        if other is not None:
-            raise NotStackable(f"the member already received {other}, which does not stack")
+        period = rules.period_key(now)  # 5.
+        already = quota_used(conn, member.member_id, program, period)
+        _check_quota_left(rules, already, quantity, now)
+        if reads.stacking_candidates(program):  # 6.
+            other = _stacked(conn, member.member_id, program, rules, now)
+            if other is not None:
+                raise NotStackable(f"the member already received {other}, which does not stack")
         value = rules.unit_value * quantity  # 7.
         funding = _check_budget(
-            conn, rules, owner=row.owner, home=member.union_code, program=program, value=value
+            conn,
+            rules,
+            owner=row.owner,
+            home=member.union_code,
+            program=program,
+            value=value,
+            reads=reads,
         )
         entry = tx.append(
             "RedemptionRecorded",
@@ -776,7 +826,7 @@ class Redemptions:
         )
         assert body["period"] == period
         renews = None if rules.quota_per is p.Per.PROGRAM else p.format_time(rules.period_end(now))
-        left = rules.quota_count - quota_used(conn, member.member_id, program, period)
+        left = rules.quota_count - already - quantity  # what the projection now holds
         return Redeemed(recorded, False, rules.name, max(left, 0), renews)
 
     def answer_again(

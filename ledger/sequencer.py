@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +60,22 @@ class Event:
     body: Mapping[str, Any]
 
 
+# Events that change nothing a batch's memo may hold (programs and their versions, stations,
+# the union tree): appending any other event empties the memo. These are the events appended
+# by the thousand in the hot batches.
+MEMO_KEEPING_EVENTS = frozenset(
+    {
+        "RedemptionRecorded",
+        "RedemptionReversed",
+        "OfflineRedemptionRecorded",
+        "OfflineRedemptionConflicted",
+        "OfflineRecordRefused",
+        "CredentialIssued",
+        "CredentialRevoked",
+    }
+)
+
+
 class _BatchState:
     def __init__(self, size: int, last_hash: bytes, last_time: str, frontier: CompactRange):
         self.start = size
@@ -68,6 +84,7 @@ class _BatchState:
         self.last_time = last_time
         self.frontier = frontier
         self.entries: list[Entry] = []
+        self.memo: dict[Hashable, Any] = {}
 
 
 class Tx:
@@ -87,6 +104,19 @@ class Tx:
         self._projections = projections
         self.wrote = False
         self.appended: list[Entry] = []
+        # Reads that commands of this batch may share (see :meth:`memoised`).
+        self.memo = state.memo
+
+    def memoised(self, key: Hashable, read: Callable[[], T]) -> T:
+        """``read()``, remembered for the rest of the batch under ``key``. Only for reads that
+        no event in :data:`MEMO_KEEPING_EVENTS` changes (programs, versions, stations, unions):
+        the batch holds the write lock, and appending any other event forgets everything."""
+        memo = self._state.memo
+        if key in memo:
+            value: T = memo[key]
+            return value
+        value = memo[key] = read()
+        return value
 
     def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         """Write outside the ledger in this batch's transaction (the personal-data vault, the
@@ -112,6 +142,8 @@ class Tx:
             prev=state.last_hash,
         )
         self.wrote = True
+        if type_ not in MEMO_KEEPING_EVENTS:
+            state.memo.clear()
         for projection in self._projections:
             projection.apply(self.conn, entry)
         state.entries.append(entry)

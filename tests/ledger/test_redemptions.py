@@ -995,3 +995,32 @@ def test_the_reversal_window_is_thirty_minutes(machine: RedemptionMachine) -> No
     assert not second.reversed
     m.reverse(second, "official-with-reason")
     assert second.reversed
+
+
+@pytest.mark.parametrize("change", ["program", "station"])
+def test_a_change_in_the_same_batch_is_seen_by_the_next_redemption(
+    machine: RedemptionMachine, change: str
+) -> None:
+    """The writer remembers programs, versions, stations and the union tree for a batch
+    (``Tx.memoised``): a close appended between two redemptions of one batch must be seen by
+    the second. One command runs all three in one transaction (one batch), so the second
+    redemption reads after the first has filled the memo."""
+    m = machine
+    first, second = m.present("rider"), m.present("trucker")
+    station = m.station_actor("ST-TD")
+
+    def command(tx: Any) -> None:
+        m.redemptions.redeem(tx, station, first, program="MONTH", quantity=1, key="memo-1")
+        if change == "program":
+            programs.close_program(tx, SYSTEM, program="MONTH")
+        else:
+            stations.close_station(tx, SYSTEM, station="ST-TD")
+        m.redemptions.redeem(tx, station, second, program="MONTH", quantity=1, key="memo-2")
+
+    before = m.size()
+    expected = r.ProgramNotOpen if change == "program" else r.NotRedeemableHere
+    with pytest.raises(expected):
+        m.sequencer.execute(command)
+    assert m.size() == before  # the command wrote, then failed: the whole batch rolled back
+    # And a batch's memo does not outlive it: the next batch reads the tables afresh.
+    assert isinstance(_go(m, "trucker", "MONTH", "ST-TD"), ModelRedemption)
