@@ -104,6 +104,7 @@ class Tx:
         self._projections = projections
         self.wrote = False
         self.appended: list[Entry] = []
+        self._now_text: str | None = None  # format_entry_time(now), once per command
         # Reads that commands of this batch may share (see :meth:`memoised`).
         self.memo = state.memo
 
@@ -132,7 +133,9 @@ class Tx:
             verifier.errors.EntryError: a malformed event (nothing is written then).
         """
         state = self._state
-        stamp = max(format_entry_time(self.now), state.last_time)
+        if self._now_text is None:
+            self._now_text = format_entry_time(self.now)
+        stamp = max(self._now_text, state.last_time)
         entry = make_entry(
             index=state.size,
             time=stamp,

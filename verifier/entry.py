@@ -57,7 +57,8 @@ def format_entry_time(value: datetime) -> str:
     """
     if value.tzinfo is None:
         raise ValueError("naive datetime: pass an aware UTC time")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat (C, always 4-digit years) rather than strftime: every append formats a time.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_entry_time(text: str) -> datetime:
@@ -68,7 +69,8 @@ def parse_entry_time(text: str) -> datetime:
     """
     if not _time_ok(text):
         raise ValueError(f"not an entry time: {text!r}")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # The pattern fixed the form; fromisoformat (C) checks the date (no 02-30) like strptime.
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ def _stored_ledger() -> tuple[list[bytes], str]:
 
 
 ENTRIES, NOTE = _stored_ledger()
+LAST_TIME = parse_entry(ENTRIES[-1]).time  # the stored ledger's entries carry today's times
 
 
 def checkpoint_for(entries: list[bytes], signer: NoteSigner = SIGNER) -> str:
@@ -141,7 +142,7 @@ def rewrite_from(k: int) -> list[bytes]:
     for i in range(k, SIZE):
         e = make_entry(
             index=i,
-            time="2026-12-01T00:00:00.000000Z",
+            time=LAST_TIME,  # no earlier than the entries kept before k (time never goes back)
             type="TestAppended",
             actor="x",
             body={"new": i},
