@@ -1,8 +1,10 @@
 """Union routes: browse the tree (officials in their subtree, auditors everywhere), create,
 rename, move, close and set the join policy (officials), and the public join-code lookup.
 
-Routes only translate: authentication comes from ``api.auth`` dependencies, every scope check
-happens in ``ledger.unions`` (inside the batch transaction for writes).
+Routes only translate: the role comes from ``api.auth`` dependencies, the union a route names
+from ``api.scopes`` (``VisibleUnion`` for readers, ``ScopedUnion`` for officials' changes: 404
+outside the caller's subtree, before the route runs). The ``ledger.unions`` commands check the
+scope again inside the batch transaction.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import AuditorOrOfficialDep, OfficialDep
 from api.deps import ServicesDep
+from api.scopes import AUTHENTICATED, ScopedUnion, VisibleUnion, problem_responses
 from ledger import unions
-from ledger.domain import Actor, Role
+from ledger.domain import Actor, Forbidden, Role
 from ledger.members import UnknownJoinCode
 
 router = APIRouter(tags=["unions"])
-
-Code = Annotated[str, Path(max_length=32, description="Union code, e.g. 110000")]
 
 
 class UnionOut(BaseModel):
@@ -66,17 +67,24 @@ class UnionCreate(BaseModel):
 
 
 class UnionRename(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "北京市朝阳区总工会"}]}
+    )
     name: str = Field(max_length=200)
 
 
 class UnionMove(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    parent: str = Field(max_length=32)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"parent": "110105"}]},
+    )
+    parent: str = Field(max_length=32, description="The new parent's code, in your subtree")
 
 
 class JoinPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"auto_approve": True}]}
+    )
     auto_approve: bool
 
 
@@ -116,44 +124,78 @@ def entry_ref(entry: Any) -> EntryRef:
     return EntryRef(index=entry.index, type=entry.type, time=entry.time)
 
 
-def _visible(services: ServicesDep, actor: Actor, code: str) -> unions.UnionRow:
+def _current(services: ServicesDep, code: str) -> unions.UnionRow:
+    """The union as it is after a change the actor was allowed to make (no scope check: the
+    command made it, inside the batch transaction)."""
     with services.engine.connect() as conn:
-        row = unions.visible(conn, actor, code)
+        row = unions.get_union(conn, code)
     if row is None:
         raise unions.UnknownUnion(f"no union {code!r}")
     return row
 
 
-@router.get("/v1/unions/{code}", summary="One union")
-def get_union(services: ServicesDep, actor: AuditorOrOfficialDep, code: Code) -> UnionOut:
-    return union_out(_visible(services, actor, code), actor)
+READ = problem_responses(*AUTHENTICATED, unions.UnknownUnion, 422)
+# move and close: also 403 when an official moves or closes the union they administer
+CHANGE_ANSWERS = (*AUTHENTICATED, Forbidden, unions.UnknownUnion, unions.UnionClosed, 422)
 
 
-@router.get("/v1/unions/{code}/children", summary="The unions directly below one union")
-def get_children(services: ServicesDep, actor: AuditorOrOfficialDep, code: Code) -> list[UnionOut]:
-    _visible(services, actor, code)
+@router.get("/v1/unions/{code}", summary="One union", responses=READ)
+def get_union(actor: AuditorOrOfficialDep, union: VisibleUnion) -> UnionOut:
+    return union_out(union, actor)
+
+
+@router.get(
+    "/v1/unions/{code}/children", summary="The unions directly below one union", responses=READ
+)
+def get_children(
+    services: ServicesDep, actor: AuditorOrOfficialDep, union: VisibleUnion
+) -> list[UnionOut]:
     with services.engine.connect() as conn:
-        return [union_out(r, actor) for r in unions.children(conn, code)]
+        return [union_out(r, actor) for r in unions.children(conn, union.code)]
 
 
-@router.get("/v1/unions/{code}/subtree", summary="A page of the subtree, depth first")
+@router.get(
+    "/v1/unions/{code}/subtree", summary="A page of the subtree, depth first", responses=READ
+)
 def get_subtree(
     services: ServicesDep,
     actor: AuditorOrOfficialDep,
-    code: Code,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
-    status: Annotated[str | None, Query(pattern="^(active|closed)$")] = None,
+    union: VisibleUnion,
+    kind: Annotated[unions.Kind | None, Query(description="Only unions of this kind")] = None,
+    status: Annotated[unions.Status | None, Query(description="Only open or closed ones")] = None,
     after: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UnionPage:
-    _visible(services, actor, code)
     with services.engine.connect() as conn:
-        rows = unions.list_subtree(conn, code, kind=kind, status=status, after=after, limit=limit)
+        rows = unions.list_subtree(
+            conn,
+            union.code,
+            kind=None if kind is None else kind.value,
+            status=None if status is None else status.value,
+            after=after,
+            limit=limit,
+        )
     items = [union_out(r, actor) for r in rows]
     return UnionPage(items=items, next=rows[-1].path if len(rows) == limit else None)
 
 
-@router.post("/v1/unions", status_code=201, summary="Create a union below one in your subtree")
+@router.post(
+    "/v1/unions",
+    status_code=201,
+    summary="Create a union below one in your subtree",
+    responses=problem_responses(
+        *AUTHENTICATED,
+        Forbidden,
+        unions.UnknownUnion,
+        unions.UnionClosed,
+        unions.DuplicateUnion,
+        422,
+        unions.BadUnionCode,
+        unions.BadUnionName,
+        unions.UnknownKind,
+        unions.BadTreeShape,
+    ),
+)
 def create(services: ServicesDep, actor: OfficialDep, body: UnionCreate) -> UnionOut:
     services.sequencer.execute(
         lambda tx: unions.create_union(
@@ -166,37 +208,63 @@ def create(services: ServicesDep, actor: OfficialDep, body: UnionCreate) -> Unio
             auto_approve=body.auto_approve,
         )
     )
-    return union_out(_visible(services, actor, body.code), actor)
+    return union_out(_current(services, body.code), actor)
 
 
-@router.patch("/v1/unions/{code}", summary="Rename a union")
-def rename(services: ServicesDep, actor: OfficialDep, code: Code, body: UnionRename) -> UnionOut:
+@router.patch(
+    "/v1/unions/{code}",
+    summary="Rename a union",
+    responses=problem_responses(
+        *AUTHENTICATED, unions.UnknownUnion, unions.UnionClosed, 422, unions.BadUnionName
+    ),
+)
+def rename(
+    services: ServicesDep, actor: OfficialDep, union: ScopedUnion, body: UnionRename
+) -> UnionOut:
+    code = union.code
     services.sequencer.execute(lambda tx: unions.rename_union(tx, actor, code=code, name=body.name))
-    return union_out(_visible(services, actor, code), actor)
+    return union_out(_current(services, code), actor)
 
 
-@router.post("/v1/unions/{code}/move", summary="Move a union under another parent")
-def move(services: ServicesDep, actor: OfficialDep, code: Code, body: UnionMove) -> UnionOut:
+@router.post(
+    "/v1/unions/{code}/move",
+    summary="Move a union under another parent",
+    responses=problem_responses(*CHANGE_ANSWERS, unions.BadTreeShape),
+)
+def move(
+    services: ServicesDep, actor: OfficialDep, union: ScopedUnion, body: UnionMove
+) -> UnionOut:
+    code = union.code
     services.sequencer.execute(
         lambda tx: unions.move_union(tx, actor, code=code, parent=body.parent)
     )
-    return union_out(_visible(services, actor, code), actor)
+    return union_out(_current(services, code), actor)
 
 
-@router.post("/v1/unions/{code}/close", summary="Close an empty union")
-def close(services: ServicesDep, actor: OfficialDep, code: Code) -> UnionOut:
+@router.post(
+    "/v1/unions/{code}/close",
+    summary="Close an empty union",
+    responses=problem_responses(*CHANGE_ANSWERS, unions.UnionNotEmpty),
+)
+def close(services: ServicesDep, actor: OfficialDep, union: ScopedUnion) -> UnionOut:
+    code = union.code
     services.sequencer.execute(lambda tx: unions.close_union(tx, actor, code=code))
-    return union_out(_visible(services, actor, code), actor)
+    return union_out(_current(services, code), actor)
 
 
-@router.put("/v1/unions/{code}/join-policy", summary="Approve applications automatically or not")
+@router.put(
+    "/v1/unions/{code}/join-policy",
+    summary="Approve applications automatically or not",
+    responses=problem_responses(*AUTHENTICATED, unions.UnknownUnion, unions.UnionClosed, 422),
+)
 def join_policy(
-    services: ServicesDep, actor: OfficialDep, code: Code, body: JoinPolicy
+    services: ServicesDep, actor: OfficialDep, union: ScopedUnion, body: JoinPolicy
 ) -> UnionOut:
+    code = union.code
     services.sequencer.execute(
         lambda tx: unions.set_join_policy(tx, actor, code=code, auto_approve=body.auto_approve)
     )
-    return union_out(_visible(services, actor, code), actor)
+    return union_out(_current(services, code), actor)
 
 
 JoinCode = Annotated[str, Path(max_length=32)]
@@ -210,7 +278,15 @@ def _open_union(services: ServicesDep, join_code: str) -> unions.UnionRow:
     return row
 
 
-@router.get("/v1/join/{join_code}", tags=["public"], summary="Which union a join code opens")
+PUBLIC_JOIN = problem_responses(UnknownJoinCode, 422)
+
+
+@router.get(
+    "/v1/join/{join_code}",
+    tags=["public"],
+    summary="Which union a join code opens",
+    responses=PUBLIC_JOIN,
+)
 def join_target(services: ServicesDep, join_code: JoinCode) -> JoinTarget:
     row = _open_union(services, join_code)
     return JoinTarget(code=row.code, name=row.name, auto_approve=row.auto_approve)
@@ -221,7 +297,7 @@ def join_target(services: ServicesDep, join_code: JoinCode) -> JoinTarget:
     tags=["public"],
     summary="The union's join QR code (一键入会), an SVG to print or show",
     response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}}},
+    responses={200: {"content": {"image/svg+xml": {}}}, **PUBLIC_JOIN},
 )
 def join_qr(services: ServicesDep, join_code: JoinCode, request: Request) -> Response:
     """The QR holds the address of the member app's join page, ``<server>/join/<join code>``:

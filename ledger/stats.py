@@ -49,7 +49,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ledger import unions as u
 from ledger.db import driver_sql
-from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
+from ledger.domain import Actor, Conflict, Forbidden, Invalid, Role
 from ledger.members import member_groups
 from ledger.offline import offline_records
 from ledger.redemptions import budget_usage, get_redemption, redemptions
@@ -317,8 +317,8 @@ def note_refusal(tx: Tx, station: str, reason: str) -> None:
 # -- reading -----------------------------------------------------------------------------------
 
 
-class UnknownStatsScope(NotFound):
-    code = "unknown-union"
+class UnknownStatsScope(u.UnknownUnion):
+    """No such union (or not visible to this actor)."""  # the problem type's title: as its base
 
 
 class BadPeriod(Invalid):
