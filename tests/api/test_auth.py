@@ -348,6 +348,65 @@ def test_access_tokens_expire_after_ten_minutes_and_30_s_leeway(env: Env) -> Non
     assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(access)))
 
 
+def test_a_session_ends_12_hours_after_login_however_often_it_is_refreshed(env: Env) -> None:
+    env.add_account("feng.official")
+    life = AuthPolicy().session_ttl
+    assert life == env.auth.policy.session_ttl == 12 * 3600
+    tokens = env.tokens("feng.official")
+    # Refreshed every nine minutes, the session stays usable until its twelve hours are up...
+    elapsed = 0
+    while elapsed + 540 < life - 60:
+        env.clock.advance(540)
+        elapsed += 540
+        refreshed = env.client.post(
+            "/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert refreshed.status_code == 200, (elapsed, refreshed.text)
+        tokens = refreshed.json()
+    env.clock.advance(life - 60 - elapsed)  # one minute before the end
+    last = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert last.status_code == 200, last.text
+    tokens = last.json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])).is_success
+    env.clock.advance(59)
+    assert env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])).is_success
+
+    # ...and not a second longer: the access token itself has nine minutes left, but its
+    # session is over, and refresh cannot extend it.
+    env.clock.advance(1)
+    assert int(env.clock.now.timestamp()) < claims["exp"]
+    assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])))
+    refresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert_unauthorized(refresh)
+    env.clock.advance(3600)
+    refresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert_unauthorized(refresh)
+    # Logging in again opens a new twelve-hour session.
+    again = env.tokens("feng.official")
+    assert env.client.get("/v1/auth/me", headers=bearer(again["access_token"])).is_success
+
+
+def test_a_session_expires_for_every_kind_of_login(env: Env) -> None:
+    env.client.post("/v1/auth/otp/request", json={"phone": PHONE})
+    code = env.outbox.sent[-1][2]
+    member = env.client.post("/v1/auth/otp/verify", json={"phone": PHONE, "code": code})
+    station = _station_login(env, _challenge(env))
+    sessions = [member.json(), station.json()]
+    env.clock.advance(env.auth.policy.session_ttl - 300)
+    for tokens in sessions:
+        fresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert fresh.status_code == 200, fresh.text
+        tokens.update(fresh.json())
+        assert env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])).is_success
+    env.clock.advance(300)
+    for tokens in sessions:
+        assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(tokens["access_token"])))
+        assert_unauthorized(
+            env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        )
+
+
 def _sign(claims: dict[str, Any], key: keys.PrivateKey, **header: Any) -> str:
     headers = {"kid": key.key_id, "typ": "at+jwt", **header}
     return jwt.encode(claims, key.to_cryptography(), algorithm="EdDSA", headers=headers)

@@ -175,21 +175,68 @@ def test_bad_input_is_a_specific_problem_and_writes_nothing(
     assert client.app.state.services.reader.size() == size  # type: ignore[attr-defined]
 
 
+def _stored(client: TestClient) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, sorted: what "nothing written" compares. Checkpoints are left
+    out: the service signs them on its own schedule, whatever the requests."""
+    engine = client.app.state.services.engine  # type: ignore[attr-defined]
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as conn:
+        return {
+            name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+            for name, table in metadata.tables.items()
+            if name != "log_checkpoints"
+        }
+
+
+def _refused(
+    client: TestClient, method: str, path: str, headers: dict[str, str], status: int, slug: str
+) -> None:
+    """The request ``method path`` is answered with the problem ``slug`` and writes nothing:
+    not one ledger entry, not one row of any table."""
+    services = client.app.state.services  # type: ignore[attr-defined]
+    size, before = services.reader.size(), _stored(client)
+    body = {"union": "G-A", "person": PEOPLE[0]} if path == "/v1/members" else None
+    if path.endswith("/transfer"):
+        body = {"union": "G-A"}
+    r = client.request(method, path, headers=headers, json=body)
+    assert (r.status_code, r.headers["content-type"]) == (status, "application/problem+json"), (
+        r.text
+    )
+    problem = r.json()
+    assert problem["type"] == f"/problems/{slug}"
+    assert problem["status"] == status
+    for value in PEOPLE[0].values():
+        assert value not in r.text
+    assert services.reader.size() == size
+    assert _stored(client) == before
+
+
 def test_duplicates_and_repeated_actions(env: tuple[TestClient, dict[str, str]]) -> None:
     client, tokens = env
     bj = auth(tokens["bj"])
     mid = client.post("/v1/members", headers=bj, json={"union": "G-A", "person": PEOPLE[0]}).json()[
         "member_id"
     ]
+    # The same person again, in the same union or another one (the body names G-A).
+    _refused(client, "POST", "/v1/members", bj, 409, "duplicate-person")
     again = client.post("/v1/members", headers=bj, json={"union": "G-B", "person": PEOPLE[0]})
     assert (again.status_code, again.json()["type"]) == (409, "/problems/duplicate-person")
-    same = client.post(f"/v1/members/{mid}/transfer", headers=bj, json={"union": "G-A"})
-    assert same.json()["type"] == "/problems/transfer-to-same-union"
+    assert again.headers["content-type"] == "application/problem+json"
+    # A transfer to the union the member is in already.
+    _refused(client, "POST", f"/v1/members/{mid}/transfer", bj, 409, "transfer-to-same-union")
+    assert client.get(f"/v1/members/{mid}", headers=bj).json()["union"] == "G-A"
+    history = [h["event"] for h in client.get(f"/v1/members/{mid}/history", headers=bj).json()]
+    assert history == ["MemberEnrolled"]
+    # Leaving twice.
     assert client.post(f"/v1/members/{mid}/leave", headers=bj).status_code == 200
-    twice = client.post(f"/v1/members/{mid}/leave", headers=bj)
-    assert (twice.status_code, twice.json()["type"]) == (409, "/problems/wrong-member-status")
+    _refused(client, "POST", f"/v1/members/{mid}/leave", bj, 409, "wrong-member-status")
+    history = [h["event"] for h in client.get(f"/v1/members/{mid}/history", headers=bj).json()]
+    assert history == ["MemberEnrolled", "MemberLeft"]
     rejoined = client.post("/v1/members", headers=bj, json={"union": "G-B", "person": PEOPLE[0]})
     assert rejoined.json()["member_id"] == mid
+    # Once a member again, the same person is a duplicate again.
+    _refused(client, "POST", "/v1/members", bj, 409, "duplicate-person")
 
 
 def test_apply_with_join_code_and_erase(env: tuple[TestClient, dict[str, str]]) -> None:

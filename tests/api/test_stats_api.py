@@ -228,6 +228,70 @@ def test_figures_statements_settlement_and_export(
     assert "value published 100 recomputed 0" in differences[0]
 
 
+def _without_pin(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "pinned"}
+
+
+def test_statistics_survive_an_erasure(world: tuple[World, TestClient, dict[str, Any]]) -> None:
+    w, client, headers = world
+    auditor, national = headers["stats-auditor"], headers["stats-national"]
+    w.program("P-PACK", unit_value=5000)
+    w.program("P-WATER", owner="110000", quota={"count": 5, "per": "day"}, unit_value=200)
+    _redeem(w, client, "P-PACK", "ST-BJ-2", "e-pack")
+    for i in range(3):
+        _redeem(w, client, "P-WATER", "ST-BJ-1", f"e-water-{i}")
+    today = datetime.now(CHINA).date().isoformat()
+    month = today[:7]
+    views: list[tuple[str, dict[str, str]]] = [
+        ("/v1/stats/unions/100000", {"from": today, "to": today}),
+        ("/v1/stats/unions/110105-0001", {"from": f"{month}-01", "to": vs_month_end(today)}),
+        ("/v1/stats/stations/ST-BJ-1", {"from": today, "to": today}),
+        ("/v1/stats/settlement", {"from": today, "to": today}),
+    ]
+
+    def snapshot() -> list[dict[str, Any]]:
+        docs = []
+        for path, params in views:
+            answer = client.get(path, params=params, headers=auditor)
+            assert answer.status_code == 200, answer.text
+            docs.append(answer.json())
+        return docs
+
+    before = snapshot()
+    total = before[0]["subtree"]["total"]
+    assert (total["redemptions"], total["value"], total["reversals"]) == (4, 5600, 0)
+    home = before[1]
+    assert home["own"]["total"]["members"] == 1
+    assert home["own"]["total"]["redemptions"] == 4  # counted at the member's home union
+    assert home["groups"]["figures"]["delivery_rider"]["redemptions"] == 4
+    exported_before = vs.Figures.from_json(client.get("/v1/stats/export", headers=auditor).json())
+    assert vs.compare(exported_before, vs.Recompute().take_all(_chain(w)).figures()) == []
+    size_before = w.services.reader.size()
+
+    erased = client.post(f"/v1/members/{w.member_id}/erase", headers=national)
+    assert erased.status_code == 200, erased.text
+    chain = _chain(w)
+    assert [e.type for e in chain[size_before:]].count("MemberErased") == 1
+    # The member is gone as a person...
+    gone = client.get(f"/v1/members/{w.member_id}/personal", headers=national)
+    assert (gone.status_code, gone.json()["type"]) == (409, "/problems/member-erased")
+
+    # ...but every figure stays, the member now anonymous: the same answers, at a later pin.
+    after = snapshot()
+    for path_params, old, new in zip(views, before, after, strict=True):
+        assert new["pinned"]["size"] == len(chain) > old["pinned"]["size"], path_params
+        assert _without_pin(new) == _without_pin(old), path_params
+    exported_after = vs.Figures.from_json(client.get("/v1/stats/export", headers=auditor).json())
+    assert exported_after.size == len(chain)
+    assert exported_after.cells == exported_before.cells
+    assert exported_after.members == exported_before.members
+    assert exported_after.budgets == exported_before.budgets
+    # The auditor's recomputation from the chain (the erasure entry included) still agrees.
+    recomputed = vs.Recompute().take_all(chain).figures()
+    assert vs.compare(exported_after, recomputed) == []
+    assert recomputed.cells == exported_before.cells
+
+
 def vs_month_end(day: str) -> str:
     year, month = int(day[:4]), int(day[5:7])
     nxt = datetime(year + (month == 12), month % 12 + 1, 1)

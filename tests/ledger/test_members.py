@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -156,6 +156,77 @@ def test_refusals_write_nothing(world: World) -> None:
         from ledger.vault import vault
 
         assert len(conn.execute(select(vault)).all()) == 1
+
+
+def _everything(world: World) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table (checkpoints aside: they follow their own schedule)."""
+    reflected = MetaData()
+    reflected.reflect(world.ledger.engine)
+    with world.ledger.engine.connect() as conn:
+        return {
+            t.name: sorted((tuple(r) for r in conn.execute(select(t))), key=repr)
+            for t in reflected.sorted_tables
+            if t.name != "log_checkpoints"
+        }
+
+
+def _refused_and_nothing_written(
+    world: World,
+    error: type[Exception],
+    code: str,
+    command: Callable[[Tx], object],
+    person: PersonalData,
+) -> None:
+    size, before = world.size(), _everything(world)
+    with pytest.raises(error) as raised:
+        world.run(command)
+    assert getattr(raised.value, "code", None) == code
+    for value in (person.name, person.id_number, person.phone):
+        assert value not in str(raised.value)  # no personal data in the message either
+    assert world.size() == size
+    assert _everything(world) == before
+
+
+def test_duplicate_same_union_and_leave_twice_write_nothing(world: World) -> None:
+    person = world.person("赵六")
+    mid = world.enrol(person=person).member_id
+    other = PersonalData(name="别人", id_number=person.id_number, phone="13900000002")
+    for union in ("G-RIDERS", "G-FACTORY"):
+        _refused_and_nothing_written(
+            world,
+            DuplicatePerson,
+            "duplicate-person",
+            lambda tx, u=union: world.members.enrol(tx, OFFICIAL_BJ, union_code=u, person=other),
+            person,
+        )
+    join_code = world.union("G-FACTORY").join_code
+    _refused_and_nothing_written(
+        world,
+        DuplicatePerson,
+        "duplicate-person",
+        lambda tx: world.members.apply(tx, join_code=join_code, person=other),
+        person,
+    )
+    _refused_and_nothing_written(
+        world,
+        SameUnion,
+        "transfer-to-same-union",
+        lambda tx: world.members.transfer(tx, OFFICIAL_BJ, mid, "G-RIDERS"),
+        person,
+    )
+    assert world.transfers == []  # type: ignore[attr-defined]  # the hook did not run either
+    world.run(lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid))
+    _refused_and_nothing_written(
+        world,
+        WrongMemberStatus,
+        "wrong-member-status",
+        lambda tx: world.members.leave(tx, OFFICIAL_BJ, mid),
+        person,
+    )
+    with world.ledger.engine.connect() as conn:
+        events = [h["event"] for h in history_of(conn, OFFICIAL_BJ, mid)]
+    assert events == ["MemberEnrolled", "MemberLeft"]
+    assert compare(world.ledger.engine, PROJECTIONS) == []
 
 
 def test_transfer_leave_and_rejoin(world: World) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from api.problems import TYPES
 from ledger.identity import synthetic_id_number
 from ledger.members import Group
 from ledger.members import Status as MemberStatus
+from ledger.programs import CHINA
 from ledger.unions import Kind
 from tests.web.conftest import LiveServer
 
@@ -202,11 +204,54 @@ def test_official_browses_enrols_and_manages_a_member(
     assert page.text_content(tid("member-id-number")) == id_number
     expect_text(page, "union-name", "某三甲医院工会")  # the member's own union
 
-    # A group, then a transfer to another Beijing union.
+    # A group from a month ago, then ended today.
+    since = (datetime.now(CHINA).date() - timedelta(days=30)).isoformat()
     page.select_option(tid("add-group-select"), "model_worker")
+    page.fill(tid("add-group-start"), since)
     page.click(tid("add-group-submit"))
     page.wait_for_selector(tid("group-row-model_worker"))
     expect_text(page, "notice", "劳动模范")
+    cells = page.locator(f"{tid('group-row-model_worker')} td")
+    assert cells.all_text_contents()[:3] == ["劳动模范", since, "—"]
+    assert "model_worker" not in page.locator(f"{tid('add-group-select')} option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    page.click(tid("group-end-model_worker"))
+    expect_text(page, "notice", "已结束群体：劳动模范。")
+    page.wait_for_selector(tid("group-end-model_worker"), state="detached")
+    ended = cells.nth(2).text_content()
+    assert ended is not None
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", ended)
+    assert since < ended <= (datetime.now(CHINA).date() + timedelta(days=1)).isoformat()
+    assert cells.all_text_contents()[:2] == ["劳动模范", since]
+    # An ended group may be joined again: it is back in the list to add.
+    page.wait_for_selector(
+        f"{tid('add-group-select')} option[value=model_worker]", state="attached"
+    )
+    # A group that started today cannot end today: refused, and still open.
+    page.click(tid("group-end-female_worker"))
+    expect_text(page, "error", "群体或日期不正确。")
+    assert page.is_visible(tid("group-end-female_worker"))
+    assert page.locator(f"{tid('group-row-female_worker')} td").nth(2).text_content() == "—"
+
+    # The API says the same.
+    token = httpx.post(
+        f"{live_server.url}/v1/auth/login", json={"username": BEIJING[0], "password": BEIJING[1]}
+    ).json()["access_token"]
+    official = {"Authorization": f"Bearer {token}"}
+
+    def api_groups() -> dict[str, tuple[str, str | None]]:
+        answer = httpx.get(f"{live_server.url}/v1/members/{member_id}/groups", headers=official)
+        assert answer.status_code == 200, answer.text
+        return {g["group"]: (g["start"], g["end"]) for g in answer.json()}
+
+    groups = api_groups()
+    assert groups.keys() == {"female_worker", "model_worker"}
+    assert groups["model_worker"] == (since, ended)
+    assert groups["female_worker"][1] is None
+    assert groups["female_worker"][0] > since
+
+    # Then a transfer to another Beijing union.
     page.fill(tid("transfer-union"), "G-BJ-EXPRESS")
     page.click(tid("transfer-submit"))
     expect_text(page, "member-union", "G-BJ-EXPRESS")
@@ -214,6 +259,10 @@ def test_official_browses_enrols_and_manages_a_member(
     expect_text(page, "member-history", "转会")
     expect_text(page, "union-own", "30")  # the hospital again
     page.wait_for_selector(tid(f"member-row-{member_id}"), state="detached")
+    # The groups and their dates go along with the member.
+    assert api_groups() == groups
+    assert cells.all_text_contents()[:3] == ["劳动模范", since, ended]
+    assert page.is_visible(tid("group-end-female_worker"))
 
     # The same transfer again is refused, in Chinese.
     page.fill(tid("transfer-union"), "G-BJ-EXPRESS")

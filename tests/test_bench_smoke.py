@@ -1,0 +1,91 @@
+"""The benchmarks must not break silently: ``python -m bench unions`` at a small size
+(``BENCH_UNIONS``), through the same entry point ``make bench`` uses, prints every figure line.
+Nothing here asserts a speed; only that each measurement ran and printed a sane figure."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+UNIONS = 100_000  # the smallest round size whose townships each hold enterprises (≥ 2 each)
+PROVINCES = 31
+FANOUT = 10
+NUMBER = r"[\d,]+"
+MS = r"\s+(\d+\.\d{2,3}) ms"
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_the_unions_benchmark_runs_small_and_prints_every_figure() -> None:
+    done = _run("unions", BENCH_UNIONS=str(UNIONS))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "== unions"
+
+    generated = re.fullmatch(
+        rf"generated ({NUMBER}) unions \(({NUMBER}) grassroots, ({NUMBER}) members\)"
+        rf" in \d+\.\d s; {NUMBER} MiB on disk",
+        lines[1],
+    )
+    assert generated, lines[1]
+    total, grassroots, members = map(_int, generated.groups())
+    assert total == UNIONS  # the size knob is honoured exactly
+    structure = 1 + PROVINCES * (1 + FANOUT + FANOUT**2 + FANOUT**3)
+    assert grassroots == UNIONS - structure
+    assert 0 < members <= 260 * grassroots
+
+    percentiles = rf"p50{MS}\s+p99{MS}"
+    figures = [
+        ("subtree member count, provincial", "range scan SUM"),
+        ("subtree member count, city", "range scan SUM"),
+        ("subtree member count, county", "range scan SUM"),
+        ("first page (100), province", "whole subtree"),
+        ("deep page (100), province", "LIMIT/OFFSET"),
+    ]
+    for line, (label, baseline) in zip(lines[2:7], figures, strict=True):
+        found = re.fullmatch(
+            rf"{re.escape(label)}\s+{percentiles}\s+baseline {re.escape(baseline)}:"
+            rf" {percentiles}\s+\(({NUMBER})× at p50\)",
+            line,
+        )
+        assert found, line
+        ours50, ours99, base50, base99 = (float(x) for x in found.groups()[:4])
+        assert 0 < ours50 <= ours99
+        assert 0 < base50 <= base99
+
+    join = re.fullmatch(
+        rf"adjust_member_counts \(a join\)\s+({NUMBER})/s\s+baseline members_own only:"
+        rf"\s+({NUMBER})/s\s+ratio\s+(\d+\.\d\d)",
+        lines[7],
+    )
+    assert join, lines[7]
+    assert _int(join[1]) > 0
+    assert _int(join[2]) > 0
+    assert len(lines) == 8, lines[8:]
+
+
+def test_an_unknown_benchmark_is_a_usage_error() -> None:
+    done = _run("no-such-bench")
+    assert done.returncode == 2
+    assert "unknown benchmark 'no-such-bench'" in done.stderr
+    assert "unions" in done.stderr
+    assert done.stdout == ""
