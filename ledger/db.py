@@ -6,6 +6,8 @@ PostgreSQL goes through psycopg 3. Both are built from a URL; nothing is created
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,36 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # two writers then queue on busy_timeout instead of one failing to upgrade a read lock
     # ("database is locked"), and what the writer reads (the chain head) cannot change under it.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class WriterQueue:
+    """Writers of one SQLite file take an exclusive ``flock`` of ``<file>-writer.lock`` before
+    ``BEGIN IMMEDIATE`` and hold it to the commit. The kernel wakes a waiting writer the moment
+    the lock is released, where SQLite's busy handler sleeps and polls (1 ms growing to 100 ms):
+    without it, two server processes on one file starved each other's batches (seconds of p99).
+    The lock dies with its process (``kill -9`` included). For PostgreSQL and in-memory SQLite
+    it does nothing: a waiter on the chain head's row lock is woken by the server."""
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._path = None if database in (None, "", ":memory:") else Path(f"{database}-writer.lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> WriterQueue:
+        if self._path is not None:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # releases the lock
 
 
 def make_engine(url: str | URL, *, writer: bool = False, **kwargs: Any) -> Engine:

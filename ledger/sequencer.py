@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, CursorResult, Engine, Executable, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ledger.db import WriterQueue
 from ledger.errors import CommandFailed, LedgerClosed, LedgerError
 from ledger.log import HASH_SIZE
 from ledger.projections import Projection
@@ -226,6 +227,7 @@ class Sequencer:
         checkpoint_interval: float = 1.0,
     ) -> None:
         self.engine = engine
+        self._writers = WriterQueue(engine)  # other processes' writers on a SQLite file
         self.origin = origin
         self._signer = signer
         self._projections = list(projections)
@@ -369,7 +371,7 @@ class Sequencer:
 
     def _commit_once(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
         outcomes: dict[int, _Outcome] = {}
-        with self.engine.begin() as conn:
+        with self._writers, self.engine.begin() as conn:
             head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
             old_size = int(head.size)
             state = _BatchState(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -236,3 +240,30 @@ def test_execute_with_receipts_proves_each_entry_at_once(ledger: Ledger) -> None
             assert receipt.entry == ledger.reader.entry(receipt.index)
     # A command that appends nothing gets no receipt (and forces no checkpoint).
     assert ledger.sequencer.execute_with_receipts(lambda tx: 7) == (7, [])
+
+
+def test_sqlite_writers_queue_on_the_writer_lock_file(tmp_path: Path) -> None:
+    """On a SQLite file a batch waits for the flock of '<file>-writer.lock' (what another
+    process's writer holds for its batch) and runs as soon as it is released."""
+    from keys import PrivateKey
+    from tests.ledger.conftest import open_ledger
+
+    db = tmp_path / "l.db"
+    lg = open_ledger(f"sqlite:///{db}", PrivateKey.generate(), checkpoint_interval=0.0)
+    try:
+        lg.sequencer.append([Event("TestAppended", "test", {"i": 0})])
+        lock = tmp_path / "l.db-writer.lock"
+        assert lock.exists()
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another writer's batch in progress
+            pending = lg.sequencer.submit(lambda tx: tx.append("TestAppended", "test", {"i": 1}))
+            time.sleep(0.5)
+            assert not pending.done()
+        finally:
+            os.close(fd)  # that batch committed
+        assert pending.result(timeout=10).index == 1
+    finally:
+        lg.sequencer.close()
+        lg.writer.dispose()
+        lg.engine.dispose()
