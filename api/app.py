@@ -124,6 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.services = services
     problems.install(app)
     auth.install(app)  # auth: invalid-credentials / account-locked problems with their headers
+    # The busiest route first: the router tries routes in order (8% of a redemption's time
+    # went to matching it against those before it).
+    app.include_router(routes_programs.redemption_router)
     app.include_router(routes_auth.router)
     app.include_router(routes_unions.router)
     app.include_router(routes_members.router)

@@ -37,6 +37,7 @@ from verifier.credential import VerifiedPresentation, presentation_digest, verif
 from verifier.errors import CredentialError, StatusListMissing
 
 router = APIRouter(tags=["programs"])
+redemption_router = APIRouter(tags=["programs"])  # POST /v1/redemptions alone, included first
 log = logging.getLogger("unionledger.api")
 
 AnyoneDep = Annotated[
@@ -309,7 +310,7 @@ def redemption_out(
     )
 
 
-@router.post(
+@redemption_router.post(
     "/v1/redemptions",
     status_code=201,
     summary="Redeem a program for the member whose QR code was scanned (stations)",
