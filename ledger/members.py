@@ -50,7 +50,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    bindparam,
     delete,
     insert,
     or_,
@@ -59,6 +58,7 @@ from sqlalchemy import (
 )
 
 from ledger import unions
+from ledger.db import driver_execute
 from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.identity import id_number_hash, new_member_id, phone_hash
 from ledger.schema import metadata, projection_metadata
@@ -229,12 +229,16 @@ def _row(row: Any) -> MemberRow:
     )
 
 
-_MEMBER = select(members).where(members.c.member_id == bindparam("member"))
+_MEMBER_SQL = (
+    "SELECT member_id, id_hash, union_code, status, joined_at, since, left_at, updated_at"
+    " FROM members WHERE member_id = ?"
+)
 
 
 def get_member(conn: Connection, member_id: str) -> MemberRow | None:
-    row = conn.execute(_MEMBER, {"member": member_id}).first()
-    return None if row is None else _row(row)
+    # Every redemption and every member's request reads one: the driver's own statement.
+    row = driver_execute(conn, _MEMBER_SQL, (member_id,)).fetchone()
+    return None if row is None else MemberRow(*row)
 
 
 def visible_member(conn: Connection, actor: Actor, member_id: str) -> MemberRow:

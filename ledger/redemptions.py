@@ -61,7 +61,7 @@ from sqlalchemy import (
 from ledger import members as m
 from ledger import programs as p
 from ledger import unions
-from ledger.db import driver_sql
+from ledger.db import driver_execute
 from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
@@ -256,10 +256,8 @@ def budget_used(conn: Connection, program_id: str) -> dict[str, int]:
 
 
 def quota_used(conn: Connection, member_id: str, program_id: str, period: str) -> int:
-    used = conn.exec_driver_sql(
-        driver_sql(conn, _USED_SQL), (member_id, program_id, period)
-    ).scalar()
-    return int(used or 0)
+    row = driver_execute(conn, _USED_SQL, (member_id, program_id, period)).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,8 +362,9 @@ class RedemptionsProjection:
         body = entry.body
         if entry.type in ("RedemptionRecorded", "OfflineRedemptionRecorded"):
             offline = entry.type == "OfflineRedemptionRecorded"  # synced (ledger/offline.py)
-            conn.exec_driver_sql(
-                driver_sql(conn, _INSERT_SQL),
+            driver_execute(
+                conn,
+                _INSERT_SQL,
                 (
                     entry.index,
                     body["program"],
@@ -409,14 +408,12 @@ class RedemptionsProjection:
 
     @staticmethod
     def _usage(conn: Connection, body: Any, sign: int) -> None:
-        conn.exec_driver_sql(
-            driver_sql(conn, _QUOTA_SQL),
+        driver_execute(
+            conn,
+            _QUOTA_SQL,
             (body["member"], body["program"], body["period"], sign * body["quantity"]),
         )
-        conn.exec_driver_sql(
-            driver_sql(conn, _BUDGET_SQL),
-            (body["program"], body["funding"], sign * body["value"]),
-        )
+        driver_execute(conn, _BUDGET_SQL, (body["program"], body["funding"], sign * body["value"]))
 
     def flush(self, conn: Connection) -> None:
         pass
@@ -552,9 +549,7 @@ def _window(rules: p.Rules) -> tuple[str, str]:
 
 
 def _check_presentation(conn: Connection, verified: VerifiedPresentation) -> None:
-    current = conn.exec_driver_sql(
-        driver_sql(conn, _CREDENTIAL_SQL), (verified.credential_hash.hex(),)
-    ).first()
+    current = driver_execute(conn, _CREDENTIAL_SQL, (verified.credential_hash.hex(),)).fetchone()
     if current is None or current[0] is not None:
         raise CredentialRevoked("this credential was replaced or revoked: refresh the app")
 
@@ -743,9 +738,9 @@ class Redemptions:
         conn, now = tx.conn, tx.now
         presentation = verified.presentation_hash.hex()
         idempotency = _idempotency(station.scope, key)
-        seen = conn.exec_driver_sql(  # 1. and 2.: one look for the key and the presentation
-            driver_sql(conn, _SEEN_SQL), (idempotency, presentation)
-        ).all()
+        seen = driver_execute(  # 1. and 2.: one look for the key and the presentation
+            conn, _SEEN_SQL, (idempotency, presentation)
+        ).fetchall()
         for hit in seen:
             if hit[1] == idempotency:
                 earlier = get_redemption(conn, hit[0])
