@@ -72,7 +72,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  data directory: {settings.data_dir}", flush=True)
     print(f"  database:       {app.state.services.engine.url.render_as_string()}", flush=True)
     print(f"  API docs:       http://{settings.host}:{settings.port}/docs", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=settings.access_log,
+    )
     return EXIT_OK
 
 

@@ -313,16 +313,16 @@ def redemption_out(
 @redemption_router.post(
     "/v1/redemptions",
     status_code=201,
+    response_model=RedemptionOut,
+    responses={200: {"model": RedemptionOut, "description": "An earlier answer (a retry)"}},
     summary="Redeem a program for the member whose QR code was scanned (stations)",
 )
-async def redeem(
-    services: ServicesDep, actor: StationDep, body: RedeemRequest, response: Response
-) -> RedemptionOut:
+async def redeem(services: ServicesDep, actor: StationDep, body: RedeemRequest) -> Response:
     # async, the hottest route: the presentation is verified on the event loop (about 0.1 ms
     # of CPU, mostly libsodium) and the writer's future awaited, with no thread-pool hop;
     # the database is read here only on the rare paths (a retry, a cache refresh).
     try:
-        return await _redeem(services, actor, body, response)
+        out, status = await _redeem(services, actor, body)
     except r.Refused as e:  # nothing was written; the anomaly report counts it
         reason = str(e.extra.get("reason") or e.code)
         try:
@@ -332,11 +332,12 @@ async def redeem(
         except Exception:  # the refusal itself is the answer, whatever befell the tally
             log.exception("could not count a refusal")
         raise
+    # The model built and checked once, written by pydantic-core: FastAPI would validate it
+    # again against the response model before writing it.
+    return Response(out.model_dump_json(), status, media_type="application/json")
 
 
-async def _redeem(
-    services: Any, actor: Actor, body: RedeemRequest, response: Response
-) -> RedemptionOut:
+async def _redeem(services: Any, actor: Actor, body: RedeemRequest) -> tuple[RedemptionOut, int]:
     station = str(actor.scope)
     now = keys.utc_now()
     try:
@@ -363,9 +364,9 @@ async def _redeem(
             )
         )
         if receipts:
-            return redemption_out(services, done.row, done=done, receipt=receipts[0].to_dict())
-    response.status_code = 200  # an earlier answer (no entry appended now)
-    return await run_in_threadpool(redemption_out, services, done.row, done=done)
+            return redemption_out(services, done.row, done=done, receipt=receipts[0].to_dict()), 201
+    # An earlier answer (no entry appended now).
+    return await run_in_threadpool(redemption_out, services, done.row, done=done), 200
 
 
 async def _verified(services: Any, body: RedeemRequest, now: datetime) -> VerifiedPresentation:

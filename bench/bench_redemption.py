@@ -1,6 +1,7 @@
 """Online redemption over HTTP against running servers, durable before each reply.
 
-    python -m bench redemption      # SQLite; BENCH_SECONDS, BENCH_CONCURRENCY, BENCH_SERVERS
+    python -m bench redemption      # SQLite; BENCH_SECONDS, BENCH_CONCURRENCY, BENCH_SERVERS,
+                                    # BENCH_ACCESS_LOG=1 (servers log each request; default off)
 
 The setup writes a data directory (SQLite): a small tree, stations with device keys, members
 with credentials (their holder keys stay in this process, as wallets) and a no-cost program with
@@ -126,7 +127,11 @@ def _free_port() -> int:
 
 def _serve(settings: Settings, port: int, max_batch: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIONLEDGER_")}
-    env |= {"UNIONLEDGER_KEY_PASSPHRASE": PASS, "UNIONLEDGER_MAX_BATCH": str(max_batch)}
+    env |= {
+        "UNIONLEDGER_KEY_PASSPHRASE": PASS,
+        "UNIONLEDGER_MAX_BATCH": str(max_batch),
+        "UNIONLEDGER_ACCESS_LOG": os.environ.get("BENCH_ACCESS_LOG", "0"),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(settings.data_dir),
          "--port", str(port)],
@@ -289,7 +294,8 @@ def run() -> None:
     settings, seeds, wallets = _setup(folder)
     print(
         f"load: {SERVERS} server process(es), {CONCURRENCY} connections, {SECONDS:.0f} s per "
-        "mode, each request a fresh QR presentation"
+        "mode, each request a fresh QR presentation; servers' access log "
+        + ("on" if os.environ.get("BENCH_ACCESS_LOG", "0") == "1" else "off (BENCH_ACCESS_LOG=1)")
     )
     results = {}
     for label, max_batch in (("group commit", 2000), ("commit per request", 1)):

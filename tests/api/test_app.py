@@ -131,3 +131,9 @@ def test_settings_from_environment(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="port"):
         Settings.load(data_dir=tmp_path, environ={"UNIONLEDGER_PORT": "eighty"})
     assert PASS not in repr(make_settings(tmp_path))
+    assert s.access_log  # on by default
+    for text, on in (("0", False), ("off", False), ("1", True), ("TRUE", True)):
+        quiet = Settings.load(data_dir=tmp_path, environ={"UNIONLEDGER_ACCESS_LOG": text})
+        assert quiet.access_log is on
+    with pytest.raises(ConfigError, match="ACCESS_LOG"):
+        Settings.load(data_dir=tmp_path, environ={"UNIONLEDGER_ACCESS_LOG": "sometimes"})
