@@ -51,7 +51,7 @@ from sqlalchemy import (
     update,
 )
 
-from ledger.db import driver_sql
+from ledger.db import driver_execute
 from ledger.domain import Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.errors import LedgerError
 from ledger.schema import metadata
@@ -472,7 +472,7 @@ _GET_SESSION = (
 
 def get_session(conn: Connection, session_id: str) -> Session | None:
     # Every authenticated request runs this: driver SQL, without SQLAlchemy's statement work.
-    row = conn.exec_driver_sql(driver_sql(conn, _GET_SESSION), (session_id,)).first()
+    row = driver_execute(conn, _GET_SESSION, (session_id,)).fetchone()
     if row is None:
         return None
     return Session(row[0], row[1], Role(row[2]), row[3], row[4], row[5])

@@ -78,14 +78,21 @@ MEMO_KEEPING_EVENTS = frozenset(
 
 
 class _BatchState:
-    def __init__(self, size: int, last_hash: bytes, last_time: str, frontier: CompactRange):
+    def __init__(
+        self,
+        size: int,
+        last_hash: bytes,
+        last_time: str,
+        frontier: CompactRange,
+        memo: dict[Hashable, Any],
+    ):
         self.start = size
         self.size = size
         self.last_hash = last_hash
         self.last_time = last_time
         self.frontier = frontier
         self.entries: list[Entry] = []
-        self.memo: dict[Hashable, Any] = {}
+        self.memo = memo
 
 
 class Tx:
@@ -110,9 +117,11 @@ class Tx:
         self.memo = state.memo
 
     def memoised(self, key: Hashable, read: Callable[[], T]) -> T:
-        """``read()``, remembered for the rest of the batch under ``key``. Only for reads that
-        no event in :data:`MEMO_KEEPING_EVENTS` changes (programs, versions, stations, unions):
-        the batch holds the write lock, and appending any other event forgets everything."""
+        """``read()``, remembered under ``key`` for the rest of the batch, and for the next
+        batches while no other writer appends (the sequencer checks the chain's size when a
+        batch takes the write lock). Only for reads that no event in
+        :data:`MEMO_KEEPING_EVENTS` changes (programs, versions, stations, unions): appending
+        any other event forgets everything, as does a batch that rolls back."""
         memo = self._state.memo
         if key in memo:
             value: T = memo[key]
@@ -228,6 +237,9 @@ class Sequencer:
     ) -> None:
         self.engine = engine
         self._writers = WriterQueue(engine)  # other processes' writers on a SQLite file
+        # Tx.memoised's reads, valid while the chain's size is the one our last batch left.
+        self._memo: dict[Hashable, Any] = {}
+        self._memo_size: int | None = None
         self.origin = origin
         self._signer = signer
         self._projections = list(projections)
@@ -367,6 +379,8 @@ class Sequencer:
         except BaseException:
             for projection in self._projections:
                 projection.reset()  # the batch rolled back: so does what projections held
+            self._memo.clear()
+            self._memo_size = None
             raise
 
     def _commit_once(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
@@ -374,11 +388,14 @@ class Sequencer:
         with self._writers, self.engine.begin() as conn:
             head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
             old_size = int(head.size)
+            if old_size != self._memo_size:  # another writer appended since our last batch
+                self._memo.clear()
             state = _BatchState(
                 old_size,
                 bytes(head.last_hash),
                 head.last_time,
                 CompactRange.from_bytes(old_size, bytes(head.frontier)),
+                self._memo,
             )
             for request in pending:
                 tx = Tx(conn, state, self._projections, self._clock())
@@ -399,6 +416,7 @@ class Sequencer:
             )
             if before is not None:
                 self._receipts(outcomes, wanted, state, before, note)
+        self._memo_size = state.size  # committed: what the memo holds is still true
         return outcomes
 
     @staticmethod

@@ -50,7 +50,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ledger import unions as u
 from ledger.db import driver_execute, driver_sql
 from ledger.domain import Actor, Conflict, Forbidden, Invalid, Role
-from ledger.members import member_groups
 from ledger.offline import offline_records
 from ledger.redemptions import budget_usage, get_redemption, redemptions
 from ledger.schema import log_head, metadata, projection_metadata
@@ -126,10 +125,9 @@ def _insert(conn: Connection) -> Any:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
-_PATH = select(u.unions.c.path).where(u.unions.c.code == bindparam("code"))
-_SPANS = select(member_groups.c.grp, member_groups.c.start, member_groups.c.end).where(
-    member_groups.c.member_id == bindparam("member")
-)
+# Read once per union and per member a batch (the writer's): the driver's own statements.
+_PATH_SQL = "SELECT path FROM unions WHERE code = ?"
+_SPANS_SQL = 'SELECT grp, start, "end" FROM member_groups WHERE member_id = ?'
 _GROUP_EVENTS = frozenset({"MemberEnrolled", "MemberGroupAdded", "MemberGroupEnded"})
 
 
@@ -159,7 +157,8 @@ class _SqlContext:
         chain = self._paths.get(union)
         if chain is None:
             assert self.conn is not None
-            path = self.conn.execute(_PATH, {"code": union}).scalar()
+            found = driver_execute(self.conn, _PATH_SQL, (union,)).fetchone()
+            path = None if found is None else found[0]
             chain = tuple(path.strip("/").split("/")) if path else ()
             self._paths[union] = chain
         return chain
@@ -168,7 +167,8 @@ class _SqlContext:
         spans = self._spans.get(member)
         if spans is None:
             assert self.conn is not None
-            spans = [(r[0], r[1], r[2]) for r in self.conn.execute(_SPANS, {"member": member})]
+            rows = driver_execute(self.conn, _SPANS_SQL, (member,)).fetchall()
+            spans = [(r[0], r[1], r[2]) for r in rows]
             self._spans[member] = spans
         return [g for g, start, end in spans if start <= day and (end is None or end > day)]
 

@@ -1024,3 +1024,24 @@ def test_a_change_in_the_same_batch_is_seen_by_the_next_redemption(
     assert m.size() == before  # the command wrote, then failed: the whole batch rolled back
     # And a batch's memo does not outlive it: the next batch reads the tables afresh.
     assert isinstance(_go(m, "trucker", "MONTH", "ST-TD"), ModelRedemption)
+
+
+def test_a_change_by_another_writer_between_batches_is_seen(machine: RedemptionMachine) -> None:
+    """The memo outlives a batch only while nobody else appends: a second sequencer on the same
+    file (another server process) closes the program between two batches of the first; the
+    first's next batch must read afresh and refuse."""
+    m = machine
+    assert isinstance(_go(m, "rider", "MONTH", "ST-BJ"), ModelRedemption)  # memo filled
+    base = type(m).base
+    _, other_writer, other, _, _ = _open(
+        m.folder / "ledger.db", m.clock, base.keyring, base.vault_key, base.hash_key
+    )
+    try:
+        other.execute(lambda tx: programs.close_program(tx, SYSTEM, program="MONTH"))
+    finally:
+        other.close()
+        other_writer.dispose()
+    refused = m.attempt(m.present("trucker"), "ST-TD", "MONTH", 1, "after-close")
+    assert type(refused) is r.ProgramNotOpen
+    # Without another writer, the memo is kept across batches and still right.
+    assert type(m.attempt(m.present("courier"), "ST-SH", "MONTH", 1, "again")) is r.ProgramNotOpen
