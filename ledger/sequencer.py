@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from ledger.db import WriterQueue
 from ledger.errors import CommandFailed, LedgerClosed, LedgerError
 from ledger.log import HASH_SIZE
-from ledger.projections import Projection
+from ledger.projections import EventCounts, Projection
 from ledger.schema import log_checkpoints, log_entries, log_head, log_tiles
 from verifier.checkpoint import Checkpoint, sign_checkpoint
 from verifier.entry import Entry, format_entry_time, make_entry
@@ -74,6 +74,14 @@ MEMO_KEEPING_EVENTS = frozenset(
         "CredentialIssued",
         "CredentialRevoked",
     }
+)
+
+
+# Event types are this module's constants: nothing here comes from outside.
+_MEMO_EPOCH_SQL = (
+    "SELECT coalesce(sum(count), 0) FROM proj_event_counts WHERE type NOT IN ("  # noqa: S608
+    + ", ".join(f"'{t}'" for t in sorted(MEMO_KEEPING_EVENTS))
+    + ")"
 )
 
 
@@ -237,9 +245,10 @@ class Sequencer:
     ) -> None:
         self.engine = engine
         self._writers = WriterQueue(engine)  # other processes' writers on a SQLite file
-        # Tx.memoised's reads, valid while the chain's size is the one our last batch left.
+        # Tx.memoised's reads, valid while the memo epoch is the one our last batch left.
         self._memo: dict[Hashable, Any] = {}
-        self._memo_size: int | None = None
+        self._memo_epoch: int | None = None
+        self._counts = any(isinstance(p, EventCounts) for p in projections)
         self.origin = origin
         self._signer = signer
         self._projections = list(projections)
@@ -380,7 +389,7 @@ class Sequencer:
             for projection in self._projections:
                 projection.reset()  # the batch rolled back: so does what projections held
             self._memo.clear()
-            self._memo_size = None
+            self._memo_epoch = None
             raise
 
     def _commit_once(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
@@ -388,7 +397,7 @@ class Sequencer:
         with self._writers, self.engine.begin() as conn:
             head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
             old_size = int(head.size)
-            if old_size != self._memo_size:  # another writer appended since our last batch
+            if self._epoch(conn, old_size) != self._memo_epoch:  # another writer changed them
                 self._memo.clear()
             state = _BatchState(
                 old_size,
@@ -407,6 +416,7 @@ class Sequencer:
                     outcomes[id(request)] = _Outcome(error=e)
             for projection in self._projections:
                 projection.flush(conn)
+            epoch = self._epoch(conn, state.size)
             wanted = [r for r in pending if r.receipts and outcomes[id(r)].error is None]
             before = CompactRange.from_bytes(old_size, bytes(head.frontier)) if wanted else None
             if state.entries:
@@ -416,8 +426,16 @@ class Sequencer:
             )
             if before is not None:
                 self._receipts(outcomes, wanted, state, before, note)
-        self._memo_size = state.size  # committed: what the memo holds is still true
+        self._memo_epoch = epoch  # committed: what the memo holds is still true
         return outcomes
+
+    def _epoch(self, conn: Connection, size: int) -> int:
+        """What must not change for the memo to stay true: how many events outside
+        :data:`MEMO_KEEPING_EVENTS` the ledger holds (from the event counts projection, so
+        that other writers' redemptions keep it), else the chain's size."""
+        if not self._counts:
+            return size
+        return int(conn.exec_driver_sql(_MEMO_EPOCH_SQL).scalar_one())
 
     @staticmethod
     def _receipts(

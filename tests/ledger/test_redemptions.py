@@ -1027,9 +1027,10 @@ def test_a_change_in_the_same_batch_is_seen_by_the_next_redemption(
 
 
 def test_a_change_by_another_writer_between_batches_is_seen(machine: RedemptionMachine) -> None:
-    """The memo outlives a batch only while nobody else appends: a second sequencer on the same
-    file (another server process) closes the program between two batches of the first; the
-    first's next batch must read afresh and refuse."""
+    """The memo outlives a batch only while no other writer appends an event that may change
+    what it holds (anything but redemption and credential events, counted by the event counts
+    projection): a second sequencer on the same file (another server process) closes the
+    program between two batches of the first; the first's next batch must read afresh."""
     m = machine
     assert isinstance(_go(m, "rider", "MONTH", "ST-BJ"), ModelRedemption)  # memo filled
     base = type(m).base
