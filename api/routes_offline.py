@@ -16,7 +16,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 import keys
@@ -114,11 +115,12 @@ def _head(h: o.Head) -> HeadOut:
 
 @router.post(
     "/v1/stations/{station_id}/sync",
+    response_model=SyncOut,
     summary="Upload offline records (the station itself): one answer per record",
 )
 def sync(
     services: ServicesDep, actor: StationDep, station_id: StationId, body: SyncRequest
-) -> SyncOut:
+) -> Response:
     if actor.scope != station_id:
         raise st.UnknownStation(f"no station {station_id!r}")
     members = services.members
@@ -127,24 +129,27 @@ def sync(
     result: o.SyncResult = services.sequencer.execute(
         lambda tx: o.sync(tx, actor, body.records, members=members, presigned=presigned)
     )
-    return SyncOut(
-        items=[
-            SyncItemOut(
-                index=i.index,
-                seq=i.seq,
-                kid=i.kid,
-                record=i.record,
-                status=i.status,
-                reason=i.reason,
-                entry=i.entry,
-                message=i.message,
-            )
+    # SyncOut's shape written directly: a model per record, validated twice (here and against
+    # the response model), cost a tenth of a 1,000-record sync.
+    answer = {
+        "items": [
+            {
+                "index": i.index,
+                "seq": i.seq,
+                "kid": i.kid,
+                "record": i.record,
+                "status": i.status,
+                "reason": i.reason,
+                "entry": i.entry,
+                "message": i.message,
+            }
             for i in result.items
         ],
-        counts=result.counts(),
-        heads=[_head(h) for h in result.heads],
-        server_time=int(result.server_time.timestamp()),
-    )
+        "counts": result.counts(),
+        "heads": [_head(h).model_dump() for h in result.heads],
+        "server_time": int(result.server_time.timestamp()),
+    }
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get(
