@@ -50,10 +50,10 @@ def _append_rate(url: str, count: int, *, max_batch: int) -> float:
         start = time.perf_counter()
         if max_batch == 1:  # the baseline: each caller waits for its own commit
             for _ in range(count):
-                sequencer.append([Event("RedemptionRecorded", "station-key-id", body)])
+                sequencer.append([Event("BenchAppended", "station-key-id", body)])
         else:  # many concurrent callers: submit all, then wait for every acknowledgement
             futures = [
-                sequencer.submit(lambda tx: tx.append("RedemptionRecorded", "station-key-id", body))
+                sequencer.submit(lambda tx: tx.append("BenchAppended", "station-key-id", body))
                 for _ in range(count)
             ]
             for f in futures:

@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, CursorResult, Engine, Executable, select, update
+from sqlalchemy import Connection, CursorResult, Engine, Executable, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ledger.db import WriterQueue
+from ledger.db import WriterQueue, driver_execute, driver_sql
 from ledger.errors import CommandFailed, LedgerClosed, LedgerError
 from ledger.log import HASH_SIZE
 from ledger.projections import EventCounts, Projection
-from ledger.schema import log_checkpoints, log_entries, log_head, log_tiles
+from ledger.schema import log_checkpoints, log_head
 from verifier.checkpoint import Checkpoint, sign_checkpoint
 from verifier.entry import Entry, format_entry_time, make_entry
 from verifier.merkle import CompactRange, HashAt, inclusion_proof, node_hash, root_from_leaf_hashes
@@ -462,22 +462,25 @@ class Sequencer:
             outcome.value = (outcome.value, receipts)
 
     def _write(self, conn: Connection, state: _BatchState, old_size: int) -> None:
-        conn.execute(
-            log_entries.insert(), [{"idx": e.index, "data": e.data} for e in state.entries]
+        # The driver's own statements: SQLAlchemy's per-row parameter handling of the entries'
+        # executemany cost more than the inserts.
+        conn.exec_driver_sql(
+            driver_sql(conn, _INSERT_ENTRY), [(e.index, e.data) for e in state.entries]
         )
         leaves = [e.leaf_hash for e in state.entries]
         write_tiles(conn, old_size, leaves)
         state.frontier.extend(leaves)
-        moved = conn.execute(
-            update(log_head)
-            .where(log_head.c.id == 1, log_head.c.size == old_size)
-            .values(
-                size=state.size,
-                root=state.frontier.root(),
-                last_hash=state.last_hash,
-                last_time=state.last_time,
-                frontier=state.frontier.to_bytes(),
-            )
+        moved = driver_execute(
+            conn,
+            _MOVE_HEAD,
+            (
+                state.size,
+                state.frontier.root(),
+                state.last_hash,
+                state.last_time,
+                state.frontier.to_bytes(),
+                old_size,
+            ),
         )
         if moved.rowcount != 1:  # cannot happen while the head lock works; never fork if it did
             raise LedgerError("chain head moved under the sequencer's lock")
@@ -522,6 +525,16 @@ def _transient(error: DBAPIError) -> bool:
     )
 
 
+_INSERT_ENTRY = "INSERT INTO log_entries (idx, data) VALUES (?, ?)"
+_MOVE_HEAD = (
+    "UPDATE log_head SET size = ?, root = ?, last_hash = ?, last_time = ?, frontier = ?"
+    " WHERE id = 1 AND size = ?"
+)
+_TILE = "SELECT data FROM log_tiles WHERE level = ? AND idx = ?"
+_UPDATE_TILE = "UPDATE log_tiles SET data = ? WHERE level = ? AND idx = ?"
+_INSERT_TILE = "INSERT INTO log_tiles (level, idx, data) VALUES (?, ?, ?)"
+
+
 def write_tiles(conn: Connection, old_size: int, leaf_hashes: Sequence[bytes]) -> None:
     """Add ``leaf_hashes`` (leaves ``old_size ..``) to the stored tiles, level by level.
 
@@ -538,20 +551,14 @@ def write_tiles(conn: Connection, old_size: int, leaf_hashes: Sequence[bytes]) -
             take = min(TILE_WIDTH - offset, len(new) - i)
             added = b"".join(new[i : i + take])
             if offset:
-                old = conn.execute(
-                    select(log_tiles.c.data).where(
-                        log_tiles.c.level == level, log_tiles.c.idx == tile
-                    )
-                ).scalar_one()
-                data = bytes(old)[: offset * HASH_SIZE] + added
-                conn.execute(
-                    update(log_tiles)
-                    .where(log_tiles.c.level == level, log_tiles.c.idx == tile)
-                    .values(data=data)
-                )
+                found = driver_execute(conn, _TILE, (level, tile)).fetchone()
+                if found is None:
+                    raise LedgerError(f"tile {level}/{tile} is missing")
+                data = bytes(found[0])[: offset * HASH_SIZE] + added
+                driver_execute(conn, _UPDATE_TILE, (data, level, tile))
             else:
                 data = added
-                conn.execute(log_tiles.insert().values(level=level, idx=tile, data=data))
+                driver_execute(conn, _INSERT_TILE, (level, tile, data))
             if offset + take == TILE_WIDTH:
                 hashes = [data[j : j + HASH_SIZE] for j in range(0, len(data), HASH_SIZE)]
                 completed.append(root_from_leaf_hashes(hashes))
