@@ -344,6 +344,10 @@ class Sequencer:
                     stopping = True
                 else:
                     batch.append(item)  # type: ignore[arg-type]
+            # Running now: from here a caller can no longer cancel (Future.cancel is False), so
+            # every future below is resolved exactly once. One cancelled before (an HTTP
+            # client gone while it waited in the queue) is dropped unrun.
+            batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
             self._run(batch, final=stopping)
 
     def _run(self, batch: list[_Request[Any]], *, final: bool = False) -> None:

@@ -267,3 +267,34 @@ def test_sqlite_writers_queue_on_the_writer_lock_file(tmp_path: Path) -> None:
         lg.sequencer.close()
         lg.writer.dispose()
         lg.engine.dispose()
+
+
+def test_a_command_cancelled_while_queued_is_dropped_and_the_writer_lives_on(
+    tmp_path: Path,
+) -> None:
+    """An HTTP client that goes away cancels the awaited future (asyncio.wrap_future does):
+    cancelled while queued, the command is not run; once running, it cannot be cancelled, and
+    the writer resolves every future it runs (it must never die of a cancelled one)."""
+    from keys import PrivateKey
+    from tests.ledger.conftest import open_ledger
+
+    lg = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", PrivateKey.generate())
+    try:
+        lg.sequencer.append([Event("TestAppended", "test", {"i": 0})])
+        fd = os.open(tmp_path / "l.db-writer.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # hold the writer back: the next batch waits
+            running = lg.sequencer.submit(lambda tx: tx.append("TestAppended", "test", {"i": 1}))
+            time.sleep(0.3)  # the writer took it and waits for the lock
+            queued = lg.sequencer.submit(lambda tx: tx.append("TestAppended", "test", {"i": 2}))
+            assert not running.cancel()  # running: too late to cancel
+            assert queued.cancel()  # still queued
+        finally:
+            os.close(fd)
+        assert running.result(timeout=10).index == 1
+        later = lg.sequencer.execute(lambda tx: tx.append("TestAppended", "test", {"i": 3}))
+        assert later.index == 2  # the cancelled command never ran; the writer is alive
+    finally:
+        lg.sequencer.close()
+        lg.writer.dispose()
+        lg.engine.dispose()
