@@ -1251,3 +1251,57 @@ def write_doc_sections() -> None:
 
 if __name__ == "__main__":
     write_doc_sections()
+
+
+class _CountingKey:
+    """A device public key that counts its verifications."""
+
+    def __init__(self, key: Any) -> None:
+        self.key, self.calls = key, 0
+        self.key_id = key.key_id  # the key record checks its kid against it
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        self.calls += 1
+        self.key.verify(signature, message)
+
+
+def _counting_keys() -> tuple[dict[str, Any], _CountingKey]:
+    counting = _CountingKey(W.device_rec.public_key)
+    record = dataclasses.replace(W.device_rec, public_key=counting)  # type: ignore[arg-type]
+    return {W.device.key_id: record}, counting
+
+
+def test_a_chained_run_costs_one_signature_check() -> None:
+    """check_signatures verifies the last token of each chained run: its signed prev fixes
+    every token before it (each prev is the hash of the whole previous token)."""
+    records = chain(50)
+    station_keys, counting = _counting_keys()
+    ahead = check_signatures(tokens(records), station_keys)
+    assert set(ahead) == set(tokens(records))
+    assert counting.calls == 1
+    # Two chains (a gap in the middle): two runs, two checks.
+    station_keys, counting = _counting_keys()
+    ahead = check_signatures(tokens([*records[:10], *records[11:]]), station_keys)
+    assert len(ahead) == 49
+    assert counting.calls == 2
+
+
+def test_a_run_whose_last_signature_fails_is_checked_token_by_token() -> None:
+    """A doctored record breaks the chain at its successor (its hash changed) and its own
+    signature fails; a run ending in a forged signature is verified record by record: only
+    the genuine records come back, whatever their position."""
+    records = chain(6)
+    header, body, signature = records[5].token.split(".")
+    forged_tip = f"{header}.{body}.{b64url_encode(bytes(64))}"
+    station_keys, counting = _counting_keys()
+    ahead = check_signatures([*tokens(records[:5]), forged_tip], station_keys)
+    assert set(ahead) == set(tokens(records[:5]))
+    assert counting.calls == 1 + 5
+    header, body, signature = records[2].token.split(".")
+    doctored = dict(json.loads(b64url_decode(body)), quantity=3, value=15000)
+    body = b64url_encode(json.dumps(doctored, separators=(",", ":"), sort_keys=True).encode())
+    sent = [*tokens(records[:2]), f"{header}.{body}.{signature}", *tokens(records[3:])]
+    ahead = check_signatures(sent, _counting_keys()[0])
+    assert set(ahead) == set(tokens(records[:2])) | set(tokens(records[3:]))
+    result = batch(sent, presigned=ahead)
+    assert failure_of(result) == (2, 3, RecordSignatureInvalid)  # as without ahead-checks
