@@ -25,10 +25,10 @@ from api.app import create_app
 from api.bootstrap import init_data_dir
 from api.settings import Settings
 from ledger import programs, stations, unions
-from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.identity import synthetic_id_number
 from ledger.vault import PersonalData
+from tests.api.accounts import add_accounts, login
 
 PASS = "access table test passphrase"
 ROLES = ("anon", "official", "auditor", "member", "station")
@@ -125,28 +125,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     join_code = unions.get_union(services.engine.connect(), "G-IN").join_code  # type: ignore[union-attr]
     ids["join_code"] = join_code
     seq.checkpoint()  # receipts need a checkpoint that covers entry 0
-    with services.engine.begin() as conn:
-        for username, role, scope in (
-            ("official-bj", "official", "110000"),
-            ("auditor-1", "auditor", None),
-        ):
-            create_account(
-                conn,
-                username=username,
-                password="a good password 1",
-                role=role,
-                scope=scope,
-                now=0,
-                cost=PasswordCost.fastest(),
-            )
+    add_accounts(
+        services.engine, [("official-bj", "official", "110000"), ("auditor-1", "auditor", None)]
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
-        tokens = {}
-        for role, username in (("official", "official-bj"), ("auditor", "auditor-1")):
-            r = client.post(
-                "/v1/auth/login", json={"username": username, "password": "a good password 1"}
-            )
-            assert r.status_code == 200, r.text
-            tokens[role] = r.json()["access_token"]
+        tokens = {"official": login(client, "official-bj"), "auditor": login(client, "auditor-1")}
         assert (
             client.post("/v1/auth/otp/request", json={"phone": people["in"].phone}).status_code
             == 202

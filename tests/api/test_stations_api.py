@@ -19,9 +19,10 @@ from api.app import create_app
 from api.bootstrap import DEMO_STATION, demo_station_key_file, init_data_dir
 from api.settings import Settings
 from ledger import stations, unions
-from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
+from tests.api.accounts import add_accounts
+from tests.api.accounts import login as account_login
 from verifier.entry import parse_entry
 
 PASS = "stations api test passphrase"
@@ -107,27 +108,11 @@ def env(tmp_path: Path, database_url: str) -> Iterator[Env]:
                 tx, SYSTEM, code=c, name=f"工会{c}", kind=k, parent=p
             )
         )
-    with services.engine.begin() as conn:
-        for username, role, scope in (
-            ("official-bj", "official", "110000"),
-            ("audit", "auditor", None),
-        ):
-            create_account(
-                conn,
-                username=username,
-                password="a good password 1",
-                role=role,
-                scope=scope,
-                now=0,
-                cost=PasswordCost.fastest(),
-            )
+    add_accounts(
+        services.engine, [("official-bj", "official", "110000"), ("audit", "auditor", None)]
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
-        tokens = [
-            client.post(
-                "/v1/auth/login", json={"username": user, "password": "a good password 1"}
-            ).json()["access_token"]
-            for user in ("official-bj", "audit")
-        ]
+        tokens = [account_login(client, user) for user in ("official-bj", "audit")]
         yield Env(client, services, bearer(tokens[0]), bearer(tokens[1]))
 
 

@@ -21,10 +21,10 @@ from api.app import create_app
 from api.bootstrap import init_data_dir
 from api.settings import Settings
 from ledger import unions
-from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.identity import synthetic_id_number
 from ledger.vault import PersonalData
+from tests.api.accounts import add_accounts, login
 
 PASS = "unions members openapi test passphrase"
 PROBLEM = "application/problem+json"
@@ -232,28 +232,14 @@ def env(tmp_path: Path, database_url: str) -> Iterator[Env]:
             )
         )
     services.sequencer.execute(lambda tx: unions.close_union(tx, SYSTEM, code="G-X"))
-    with services.engine.begin() as conn:
-        for username, role, scope in (
-            ("official-bj", "official", "110000"),
-            ("audit", "auditor", None),
-        ):
-            create_account(
-                conn,
-                username=username,
-                password="a good password 1",
-                role=role,
-                scope=scope,
-                now=0,
-                cost=PasswordCost.fastest(),
-            )
+    add_accounts(
+        services.engine, [("official-bj", "official", "110000"), ("audit", "auditor", None)]
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
-        tokens = {}
-        for username in ("official-bj", "audit"):
-            r = client.post(
-                "/v1/auth/login", json={"username": username, "password": "a good password 1"}
-            )
-            assert r.status_code == 200, r.text
-            tokens[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        tokens = {
+            username: {"Authorization": f"Bearer {login(client, username)}"}
+            for username in ("official-bj", "audit")
+        }
         official = tokens["official-bj"]
         rng = random.Random(11)
         members: dict[str, dict[str, Any]] = {}
