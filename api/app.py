@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,7 +30,7 @@ from api import (
 )
 from api.bootstrap import ensure_secrets
 from api.deps import Services, ServicesDep, log_signer
-from api.settings import ConfigError, Settings
+from api.settings import ConfigError, Settings, package_version
 from ledger.credentials import Credentials
 from ledger.db import make_engine
 from ledger.log import LogReader
@@ -43,13 +42,6 @@ from ledger.sequencer import Sequencer
 from ledger.vault import Vault
 
 log = logging.getLogger("unionledger.api")
-
-
-def package_version() -> str:
-    try:
-        return version("unionledger")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keys
-from api.settings import ConfigError, Settings
+from api.settings import ConfigError, Settings, package_version
 from api.station_cli import add_station_commands as _add_station_commands
 from api.stats_cli import add_stats_commands as _add_stats_commands
 
@@ -498,8 +498,6 @@ def _data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from api.app import package_version  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(
         prog="unionledger",
         description="UnionLedger: union membership credentials and benefit redemption on a "

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ENV_PREFIX = "UNIONLEDGER_"
@@ -129,6 +130,15 @@ class Settings:
                     f"key passphrase too short: at least {MIN_PASSPHRASE_LENGTH} characters"
                 )
         return self.key_passphrase
+
+
+def package_version() -> str:
+    """The installed package's version (here, not in api.app: the CLI shows it without
+    importing FastAPI and every route)."""
+    try:
+        return version("unionledger")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
 
 
 def _flag(value: str, name: str) -> bool:
