@@ -75,6 +75,7 @@ from ledger import members as m
 from ledger import programs as p
 from ledger import redemptions as r
 from ledger import unions
+from ledger.db import driver_sql
 from ledger.domain import Actor, Forbidden, Invalid, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
@@ -140,7 +141,11 @@ offline_records = Table(
 Index("ix_offline_records_record", offline_records.c.record)
 Index("ix_offline_records_review", offline_records.c.status, offline_records.c.station_id)
 
-_INSERT_RECORD = insert(offline_records)
+_INSERT_RECORD_SQL = (
+    "INSERT INTO offline_records (entry, station_id, kid, seq, record, status, reason,"
+    " member_id, program_id, quantity, value, offline_at, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _HEAD = select(offline_heads).where(offline_heads.c.kid == bindparam("kid"))
 _ADVANCE = (
     update(offline_heads)
@@ -197,7 +202,7 @@ class OfflineProjection:
     tables = (offline_heads, offline_records)
 
     def __init__(self) -> None:
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._heads: dict[str, dict[str, Any]] = {}
 
     def apply(self, conn: Connection, entry: Entry) -> None:
@@ -209,24 +214,22 @@ class OfflineProjection:
         except KeyError:
             return  # only a direct append can lack them: deterministic, a rebuild agrees
         refused = entry.type == REFUSED_TYPE
-        self._rows.append(
-            {
-                "entry": entry.index,
-                "station_id": station,
-                "kid": kid,
-                "seq": seq,
-                "record": record,
-                "status": REFUSED
-                if refused
-                else (ACCEPTED if entry.type == RECORDED_TYPE else CONFLICT),
-                "reason": b.get("reason"),
-                "member_id": None if refused else b.get("member"),
-                "program_id": None if refused else b.get("program"),
-                "quantity": None if refused else b.get("quantity"),
-                "value": None if refused else b.get("value"),
-                "offline_at": None if refused else b.get("offline_at"),
-                "at": entry.time,
-            }
+        self._rows.append(  # in _INSERT_RECORD_SQL's order
+            (
+                entry.index,
+                station,
+                kid,
+                seq,
+                record,
+                REFUSED if refused else (ACCEPTED if entry.type == RECORDED_TYPE else CONFLICT),
+                b.get("reason"),
+                None if refused else b.get("member"),
+                None if refused else b.get("program"),
+                None if refused else b.get("quantity"),
+                None if refused else b.get("value"),
+                None if refused else b.get("offline_at"),
+                entry.time,
+            )
         )
         conn.info[_PENDING] = self
         if refused or not isinstance(seq, int) or not isinstance(kid, str):
@@ -245,8 +248,8 @@ class OfflineProjection:
     def flush(self, conn: Connection) -> None:
         rows, heads = self._rows, self._heads
         self._rows, self._heads = [], {}
-        if rows:
-            conn.execute(_INSERT_RECORD, rows)
+        if rows:  # the driver's own executemany: SQLAlchemy's per-row work cost more
+            conn.exec_driver_sql(driver_sql(conn, _INSERT_RECORD_SQL), rows)
         for kid, params in sorted(heads.items()):
             if conn.execute(_ADVANCE, params).rowcount == 0 and (
                 conn.execute(_HEAD, {"kid": kid}).first() is None
