@@ -126,10 +126,10 @@ class Tx:
 
     def memoised(self, key: Hashable, read: Callable[[], T]) -> T:
         """``read()``, remembered under ``key`` for the rest of the batch, and for the next
-        batches while no other writer appends (the sequencer checks the chain's size when a
-        batch takes the write lock). Only for reads that no event in
-        :data:`MEMO_KEEPING_EVENTS` changes (programs, versions, stations, unions): appending
-        any other event forgets everything, as does a batch that rolls back."""
+        batches while no writer appends an event outside :data:`MEMO_KEEPING_EVENTS` (the
+        sequencer compares their count when a batch takes the write lock). Only for reads that
+        no event in :data:`MEMO_KEEPING_EVENTS` changes (programs, versions, stations, unions):
+        appending any other event forgets everything, as does a batch that rolls back."""
         memo = self._state.memo
         if key in memo:
             value: T = memo[key]
