@@ -605,6 +605,7 @@ class _Sync:
     def quota_used(self, member: str, program: str, period: str) -> int:
         if (program, period) not in self.quota_loaded:
             self.quota_loaded.add((program, period))
+            r.flush_pending(self.conn)
             q = r.quota_usage
             for chunk in _chunks(self.batch_members):
                 for x in self.conn.execute(
@@ -622,6 +623,7 @@ class _Sync:
 
     def budget_used(self, program: str) -> dict[str, int]:
         if program not in self.budget:
+            r.flush_pending(self.conn)  # a program's first budgeted version may come late
             self.budget[program] = r.budget_used(self.conn, program)
         return self.budget[program]
 
@@ -714,6 +716,7 @@ class _Sync:
                 else p.format_time(rules.period_end(at)),
             )
         if not self.stacks_freely(program):
+            r.flush_pending(self.conn)  # _stacked reads redemptions: this command's too
             other = r._stacked(self.conn, member_id, program, rules, at)
             if other is not None:
                 raise r.NotStackable(f"the member already received {other}, which does not stack")

@@ -57,6 +57,11 @@ class Projection(Protocol):
         ...
 
 
+# A projection may also define ``end_command(conn)``: the sequencer calls it after each command
+# that appended, so that rows it keeps during a command (the thousand records of a sync) are
+# written in one go and yet visible to the next command of the batch.
+
+
 event_counts = Table(
     "proj_event_counts",
     projection_metadata,

@@ -61,7 +61,7 @@ from sqlalchemy import (
 from ledger import members as m
 from ledger import programs as p
 from ledger import unions
-from ledger.db import driver_execute
+from ledger.db import driver_execute, driver_sql
 from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
@@ -355,36 +355,42 @@ def _idempotency(station_id: str, key: str) -> str:
 
 
 class RedemptionsProjection:
+    """Keeps ``redemptions``, ``quota_usage`` and ``budget_usage``.
+
+    An online ``RedemptionRecorded`` (one per command) is written as it is applied. The
+    ``OfflineRedemptionRecorded`` of a sync (up to a thousand per command) are kept and
+    written at the end of the command (:meth:`end_command`, called by the sequencer): the
+    rows in one executemany, quota and budget once per key with the command's sum. Whatever
+    is kept is written before this projection applies any other event, and before a reader
+    inside the writer calls :func:`flush_pending`; so every command, and every event of a
+    replay, sees the tables as if each row had been written at once."""
+
     name = "redemptions"
     tables = (redemptions, quota_usage, budget_usage)
 
+    def __init__(self) -> None:
+        self._rows: list[tuple[Any, ...]] = []
+        self._quota: dict[tuple[str, str, str], int] = {}
+        self._budget: dict[tuple[str, str], int] = {}
+
     def apply(self, conn: Connection, entry: Entry) -> None:
         body = entry.body
-        if entry.type in ("RedemptionRecorded", "OfflineRedemptionRecorded"):
-            offline = entry.type == "OfflineRedemptionRecorded"  # synced (ledger/offline.py)
-            driver_execute(
-                conn,
-                _INSERT_SQL,
-                (
-                    entry.index,
-                    body["program"],
-                    body["version"],
-                    body["member"],
-                    body["station"],
-                    body["quantity"],
-                    body["value"],
-                    body["funding"],
-                    body["operating"],
-                    body["home"],
-                    body["period"],
-                    # an offline redemption happened when the station handed it out
-                    offline_time(body["offline_at"]) if offline else entry.time,
-                    base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
-                    _idempotency(body["station"], body["idempotency"]),
-                ),
-            )
+        type_ = entry.type
+        if type_ == "OfflineRedemptionRecorded":  # synced (ledger/offline.py): kept
+            # an offline redemption happened when the station handed it out
+            self._rows.append(_insert_row(entry.index, body, offline_time(body["offline_at"])))
+            key = (body["member"], body["program"], body["period"])
+            self._quota[key] = self._quota.get(key, 0) + body["quantity"]
+            spent = (body["program"], body["funding"])
+            self._budget[spent] = self._budget.get(spent, 0) + body["value"]
+            conn.info[_PENDING] = self
+            return
+        if self._rows:
+            self.end_command(conn)  # in entry order: what follows may read them
+        if type_ == "RedemptionRecorded":
+            driver_execute(conn, _INSERT_SQL, _insert_row(entry.index, body, entry.time))
             self._usage(conn, body, +1)
-        elif entry.type == "RedemptionReversed":
+        elif type_ == "RedemptionReversed":
             row = get_redemption(conn, body["redemption"])
             if row is None or row.reversed_at is not None:
                 return  # the command refuses both; a foreign chain changes nothing here
@@ -415,11 +421,56 @@ class RedemptionsProjection:
         )
         driver_execute(conn, _BUDGET_SQL, (body["program"], body["funding"], sign * body["value"]))
 
+    def end_command(self, conn: Connection) -> None:
+        """Write the kept offline redemptions (the sequencer calls it after each command)."""
+        rows, quota, budget = self._rows, self._quota, self._budget
+        if not rows:
+            return
+        self._rows, self._quota, self._budget = [], {}, {}
+        conn.info.pop(_PENDING, None)
+        sql = functools.partial(driver_sql, conn)
+        conn.exec_driver_sql(sql(_INSERT_SQL), rows)
+        conn.exec_driver_sql(sql(_QUOTA_SQL), [(*k, n) for k, n in sorted(quota.items())])
+        conn.exec_driver_sql(sql(_BUDGET_SQL), [(*k, n) for k, n in sorted(budget.items())])
+
     def flush(self, conn: Connection) -> None:
-        pass
+        self.end_command(conn)
 
     def reset(self) -> None:
-        pass
+        self._rows, self._quota, self._budget = [], {}, {}
+
+
+def _insert_row(index: int, body: Any, at: str) -> tuple[Any, ...]:
+    """A ``redemptions`` row (``_INSERT_SQL``'s order) of a recorded redemption's body."""
+    return (
+        index,
+        body["program"],
+        body["version"],
+        body["member"],
+        body["station"],
+        body["quantity"],
+        body["value"],
+        body["funding"],
+        body["operating"],
+        body["home"],
+        body["period"],
+        at,
+        base64.urlsafe_b64decode(body["presentation"] + "=").hex(),
+        _idempotency(body["station"], body["idempotency"]),
+    )
+
+
+_PENDING = "unionledger.redemptions.pending"
+"""``Connection.info`` key: the :class:`RedemptionsProjection` holding rows not yet written."""
+
+
+def flush_pending(conn: Connection) -> None:
+    """Write the offline redemptions kept for ``conn``'s command, so that reading
+    ``redemptions``, ``quota_usage`` or ``budget_usage`` through ``conn`` inside the writer
+    sees every event appended so far."""
+    pending = conn.info.get(_PENDING)
+    if isinstance(pending, RedemptionsProjection):
+        pending.end_command(conn)
 
 
 # -- the command -------------------------------------------------------------------------------

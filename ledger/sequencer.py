@@ -2,9 +2,11 @@
 
 Commands (functions of a :class:`Tx`) are queued; one writer thread takes every queued command
 (up to ``max_batch``) and runs them in ONE database transaction: each command reads state and
-appends events through ``tx.append``; projections are updated as each event is appended; then
-the entries, the tiles and the chain head are written and the transaction commits with one
-fsync. Only then is each caller answered: an acknowledged event is durable and on the chain.
+appends events through ``tx.append``; projections are updated as each event is appended (one
+that keeps rows in memory writes them when the command ends, or at the latest when the batch
+does, through ``end_command`` and ``flush``); then the entries, the tiles and the chain head
+are written and the transaction commits with one fsync. Only then is each caller answered: an
+acknowledged event is durable and on the chain.
 
 No fork, no gap, across processes too: a batch transaction first locks the chain head
 (``BEGIN IMMEDIATE`` on SQLite takes the database write lock; PostgreSQL locks the head row
@@ -252,6 +254,10 @@ class Sequencer:
         self.origin = origin
         self._signer = signer
         self._projections = list(projections)
+        # Projections that keep a command's rows and write them when it ends (end_command).
+        self._per_command: list[Any] = [
+            p for p in self._projections if callable(getattr(p, "end_command", None))
+        ]
         self._clock = clock
         self._max_batch = max_batch
         self._interval = checkpoint_interval
@@ -414,6 +420,9 @@ class Sequencer:
                 tx = Tx(conn, state, self._projections, self._clock())
                 try:
                     outcomes[id(request)] = _Outcome(request.command(tx), None, tx.appended)
+                    if tx.appended:
+                        for projection in self._per_command:
+                            projection.end_command(conn)
                 except Exception as e:
                     if tx.wrote:
                         raise _Broke(request, e) from e

@@ -635,6 +635,18 @@ def test_quota_and_budget_in_one_request_across_devices_and_online(
     same_as_rebuild(w)
 
 
+def in_one_batch(w: World, *commands: Any) -> list[Any]:
+    """Run ``commands`` in one batch of the single writer (held until all are queued)."""
+    sequencer = w.services.sequencer
+    gate = threading.Event()
+    blocker = sequencer.submit(lambda tx: gate.wait(10))  # holds the writer
+    time.sleep(0.2)
+    futures = [sequencer.submit(c) for c in commands]
+    gate.set()
+    blocker.result(10)
+    return [f.result(10) for f in futures]
+
+
 def test_two_syncs_in_one_writer_batch(world: tuple[World, TestClient]) -> None:
     """Two sync requests of the same station in one batch of the single writer: the second
     sees what the first appended (the offline rows are written at the batch's end)."""
@@ -643,19 +655,41 @@ def test_two_syncs_in_one_writer_batch(world: tuple[World, TestClient]) -> None:
     d = device(w, client)
     records = [d.record("OFF-WATER") for _ in range(5)]
     station = Actor(Role.STATION, d.key.key_id, STATION)
-    sequencer, members = w.services.sequencer, w.services.members
-    gate = threading.Event()
-    blocker = sequencer.submit(lambda tx: gate.wait(10))  # holds the writer
-    time.sleep(0.2)
-    one = sequencer.submit(lambda tx: o.sync(tx, station, records[:3], members=members))
-    two = sequencer.submit(lambda tx: o.sync(tx, station, records, members=members))
-    gate.set()
-    blocker.result(10)
-    first, second = one.result(10), two.result(10)
+    members = w.services.members
+    first, second = in_one_batch(
+        w,
+        lambda tx: o.sync(tx, station, records[:3], members=members),
+        lambda tx: o.sync(tx, station, records, members=members),
+    )
     assert [i.status for i in first.items] == ["accepted"] * 3
     assert [i.status for i in second.items] == ["duplicate"] * 3 + ["accepted"] * 2
     assert [h.seq for h in second.heads] == [5]
     assert used(w, "OFF-WATER") == 5
+    same_as_rebuild(w)
+
+
+def test_the_next_command_of_the_batch_sees_a_sync_redemptions(
+    world: tuple[World, TestClient],
+) -> None:
+    """A sync's redemptions are written when its command ends (one executemany): a command
+    after it in the same writer batch reads them (the member's quota), a
+    reversal restores the quota, and replaying the chain (the sync and the reversal in one
+    chunk) reproduces the tables."""
+    w, client = world
+    w.program("OFF-WATER", quota={"count": 100, "per": "program"}, offline=OFFLINE)
+    d = device(w, client)
+    records = [d.record("OFF-WATER") for _ in range(3)]
+    station = Actor(Role.STATION, d.key.key_id, STATION)
+    synced, seen = in_one_batch(
+        w,
+        lambda tx: o.sync(tx, station, records, members=w.services.members),
+        lambda tx: quota_used(tx.conn, w.member_id, "OFF-WATER", "program"),
+    )
+    items = synced.items
+    assert [i.status for i in items] == ["accepted"] * 3
+    assert seen == 3
+    w.run(lambda tx: w.services.redemptions.reverse(tx, SYSTEM, items[1].entry))
+    assert used(w, "OFF-WATER") == 2
     same_as_rebuild(w)
 
 
