@@ -19,6 +19,7 @@ served as they are and never re-serialised: :func:`parse_entry` checks that byte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -144,27 +145,53 @@ def make_entry(
     """
     if not isinstance(prev, bytes) or len(prev) != 32:
         raise EntryError("prev must be a 32-byte hash")
+    if index.__class__ is not int or index < 0:  # ``type`` is a parameter here
+        raise EntryError("index must be a non-negative integer")
+    if time.__class__ is str and type.__class__ is str:
+        problem = _known_time_and_type(time, type)
+    else:
+        problem = _time_and_type_problem(time, type)
+    if problem is not None:
+        raise EntryError(f"entry {index}: {problem}")
+    if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR:
+        raise EntryError(f"entry {index}: actor must be 1..{MAX_ACTOR} characters")
+    if not isinstance(body, Mapping):
+        raise EntryError(f"entry {index}: body must be an object")
+    body = dict(body)
     value = {
         "actor": actor,
-        "body": dict(body) if isinstance(body, Mapping) else body,
+        "body": body,
         "index": index,
         "prev": prev.hex(),
         "time": time,
         "type": type,
         "v": ENTRY_VERSION,
     }
-    _check_fields(value)
-    try:
-        parse_entry_time(time)
-    except ValueError as e:
-        raise EntryError(f"entry {index}: time {time!r} is not a real date") from e
     try:
         data = canonical_bytes(value)
     except CanonicalError as e:
         raise EntryError(f"entry {index}: {e}") from e
     if len(data) > MAX_ENTRY_SIZE:
         raise EntryError(f"entry {index}: {len(data)} bytes, at most {MAX_ENTRY_SIZE}")
-    return _entry(value, data)
+    return Entry(index=index, time=time, type=type, actor=actor, body=body, prev=prev, data=data)
+
+
+def _time_and_type_problem(time: object, type_: object) -> str | None:
+    """What is wrong with an entry's time and type (None: nothing)."""
+    if type(time) is not str or not _time_ok(time):
+        return "time must be YYYY-MM-DDTHH:MM:SS.ffffffZ"
+    try:
+        parse_entry_time(time)
+    except ValueError:
+        return f"time {time!r} is not a real date"
+    if type(type_) is not str or not _type_ok(type_):
+        return "type must be a CamelCase event name"
+    return None
+
+
+# Memoised for strings: the entries of one command share their time and type, so a sync of a
+# thousand records checks them once.
+_known_time_and_type = functools.lru_cache(maxsize=256)(_time_and_type_problem)
 
 
 def parse_entry_fields(data: bytes) -> dict[str, Any]:

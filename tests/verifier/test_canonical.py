@@ -8,6 +8,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 import pytest
 import rfc8785
 from hypothesis import given, settings
@@ -62,6 +63,25 @@ def test_stdlib_json_is_jcs_without_non_bmp_keys(value: JsonValue) -> None:
     code-point key order is JCS's UTF-16 order, and its escaping is JCS's."""
     fast = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     assert fast.encode("utf-8") == rfc8785.dumps(value)
+
+
+@settings(max_examples=300)
+@given(json_values.filter(lambda v: not has_non_bmp_key(v)))
+def test_orjson_is_jcs_without_non_bmp_keys(value: JsonValue) -> None:
+    """canonical_bytes encodes with orjson when it is installed (it is a dependency): its
+    sorted compact output is JCS for the subset, as long as no key is outside the BMP."""
+    assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == rfc8785.dumps(value)
+
+
+@settings(max_examples=200)
+@given(json_values)
+def test_orjson_and_standard_encoders_agree(value: JsonValue) -> None:
+    with_orjson = canonical_bytes(value)
+    saved, _canonical._orjson = _canonical._orjson, None
+    try:
+        assert canonical_bytes(value) == with_orjson  # the standard library's path
+    finally:
+        _canonical._orjson = saved
 
 
 def test_stdlib_json_is_not_jcs_with_non_bmp_keys() -> None:
@@ -122,6 +142,14 @@ def test_subclasses_encode_as_what_they_extend() -> None:
 
     value = OrderedDict([("type", Kind.JOIN), ("level", Level.HIGH)])
     assert canonical_bytes(value) == b'{"level":3,"type":"MemberJoined"}'
+
+
+def test_a_type_orjson_refuses_goes_the_standard_way() -> None:
+    """A tuple subclass (orjson does not encode it) is still the array it extends."""
+    from collections import namedtuple
+
+    Point = namedtuple("Point", "x y")
+    assert canonical_bytes({"p": Point(1, 2)}) == b'{"p":[1,2]}'
 
 
 # --- rejections --------------------------------------------------------------------------------
