@@ -199,7 +199,7 @@ class StatsProjection:
 
     def __init__(self) -> None:
         self._ctx = _SqlContext()
-        self._cells: dict[vs.Key, list[int]] = {}
+        self._cells: dict[vs.Key, dict[vs.Counts, int]] = {}
         self._seen: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
 
     def apply(self, conn: Connection, entry: Entry) -> None:
@@ -208,15 +208,16 @@ class StatsProjection:
         found = vs.effect(entry, self._ctx)
         if found is None:
             return
-        for key, counts in found.cells:
-            cell = self._cells.get(key)
-            if cell is None:
-                self._cells[key] = list(counts)
+        cells = self._cells
+        for key, counts in found.cells:  # how often each counts tuple: summed in flush
+            tally = cells.get(key)
+            if tally is None:
+                cells[key] = {counts: 1}
             else:
-                for i, c in enumerate(counts):
-                    cell[i] += c
+                tally[counts] = tally.get(counts, 0) + 1
+        setdefault = self._seen.setdefault
         for seen_key, scopes in found.seen:
-            self._seen.setdefault(seen_key, scopes)
+            setdefault(seen_key, scopes)
 
     def reset(self) -> None:
         self._cells.clear()
@@ -224,8 +225,9 @@ class StatsProjection:
         self._ctx.clear()
 
     def flush(self, conn: Connection) -> None:
-        cells, seen = self._cells, self._seen
+        tallies, seen = self._cells, self._seen
         self._cells, self._seen = {}, {}
+        cells = {key: _summed(tally) for key, tally in tallies.items()}
         self._ctx.clear()  # another process may move a union before our next batch
         added = _new_members(conn, seen)
         if cells:
@@ -249,6 +251,16 @@ class StatsProjection:
                 _upsert_sql(conn, "stats_members", ("members",)),
                 [(*key, n) for key, n in sorted(added.items())],
             )
+
+
+def _summed(tally: dict[vs.Counts, int]) -> list[int]:
+    """The sum of the counts tuples of a cell, each ``n`` times."""
+    out = [0] * vs.N
+    for counts, n in tally.items():
+        for i, c in enumerate(counts):
+            if c:
+                out[i] += c * n
+    return out
 
 
 @functools.cache

@@ -30,10 +30,11 @@ Nothing here imports the server, a database or a web framework.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import date, timedelta, timezone
 from typing import Any, Protocol
 
 from verifier.audit import LogSource, audit
@@ -84,7 +85,17 @@ def china_day(time: str) -> str:
 
 def china_day_of(seconds: int) -> str:
     """The China date of a NumericDate (an offline record's ``offline_at``)."""
-    return datetime.fromtimestamp(seconds, UTC).astimezone(CHINA).date().isoformat()
+    return _day_number((seconds + _CHINA_OFFSET) // 86400)
+
+
+_CHINA_OFFSET = 8 * 3600  # China time has no daylight saving: a fixed UTC+8
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_number(days: int) -> str:
+    """``YYYY-MM-DD`` of the day ``days`` after 1970-01-01."""
+    return (_EPOCH_DAY + timedelta(days=days)).isoformat()
 
 
 def month(day: str) -> str:
@@ -137,11 +148,49 @@ class Effect:
     seen: list[tuple[tuple[str, str, str, str], tuple[str, ...]]] = field(default_factory=list)
 
 
+_FIELD_AT = {name: i for i, name in enumerate(FIELDS)}
+
+
 def _counts(**values: int) -> Counts:
     out = [0] * N
     for name, v in values.items():
-        out[FIELDS.index(name)] = v
+        out[_FIELD_AT[name]] = v
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _recorded_counts(quantity: int, value: int, offline: bool) -> Counts:
+    """The counts of one recorded redemption (one tuple per distinct quantity and value)."""
+    return _counts(
+        redemptions=1,
+        quantity=quantity,
+        value=value,
+        offline=int(offline),
+        offline_value=value if offline else 0,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _cell_keys(
+    chain: tuple[str, ...],
+    program: str,
+    *,
+    home: str,
+    station: str,
+    day: str,
+    groups: tuple[str, ...],
+    pair: tuple[str, str] | None,
+) -> tuple[Key, ...]:
+    """The cells one member's event adds to (a pure function of its arguments, memoised: the
+    events of a station's day share them)."""
+    keys: list[Key] = [(f"O:{home}", program, day)]
+    keys.extend((f"U:{code}", program, day) for code in chain)
+    keys.append((f"S:{station}", program, day))
+    for code in chain:
+        keys.extend((f"G:{code}:{g}", program, month(day)) for g in groups)
+    if pair is not None:
+        keys.append((f"P:{pair[0]}>{pair[1]}", program, month(day)))
+    return tuple(keys)
 
 
 def _member_cells(
@@ -157,17 +206,15 @@ def _member_cells(
     pair: tuple[str, str] | None,
 ) -> tuple[str, ...]:
     chain = tuple(ctx.ancestors(home))
-    effect.cells.append(((f"O:{home}", program, day), counts))
-    for code in chain:
-        effect.cells.append(((f"U:{code}", program, day), counts))
-    effect.cells.append(((f"S:{station}", program, day), counts))
-    groups = sorted(set(ctx.groups(member, day)))
-    for code in chain:
-        for g in groups:
-            effect.cells.append(((f"G:{code}:{g}", program, month(day)), counts))
-    if pair is not None:
-        effect.cells.append(((f"P:{pair[0]}>{pair[1]}", program, month(day)), counts))
+    groups = tuple(sorted(set(ctx.groups(member, day))))
+    keys = _cell_keys(chain, program, home=home, station=station, day=day, groups=groups, pair=pair)
+    effect.cells.extend([(key, counts) for key in keys])
     return chain
+
+
+@functools.lru_cache(maxsize=1024)
+def _home_scopes(home: str, chain: tuple[str, ...]) -> tuple[str, ...]:
+    return (f"O:{home}", *(f"U:{c}" for c in chain))
 
 
 def effect(entry: Entry, ctx: Context) -> Effect | None:
@@ -176,14 +223,7 @@ def effect(entry: Entry, ctx: Context) -> Effect | None:
     if t in ("RedemptionRecorded", "OfflineRedemptionRecorded"):
         offline = t == "OfflineRedemptionRecorded"
         day = china_day_of(b["offline_at"]) if offline else china_day(entry.time)
-        q, v = int(b["quantity"]), int(b["value"])
-        counts = _counts(
-            redemptions=1,
-            quantity=q,
-            value=v,
-            offline=int(offline),
-            offline_value=v if offline else 0,
-        )
+        counts = _recorded_counts(int(b["quantity"]), int(b["value"]), offline)
         out = Effect()
         chain = _member_cells(
             out,
@@ -197,12 +237,14 @@ def effect(entry: Entry, ctx: Context) -> Effect | None:
             pair=(b["funding"], b["operating"]),
         )
         member = b["member"]
-        home_scopes = (f"O:{b['home']}", *(f"U:{c}" for c in chain))
+        home_scopes = _home_scopes(b["home"], chain)
+        anchor, station_scope = f"H:{b['home']}", f"S:{b['station']}"
+        only_station = (station_scope,)
+        seen = out.seen
         for program in (b["program"], ALL_PROGRAMS):
-            for period in (month(day), year(day)):
-                out.seen.append(((f"H:{b['home']}", program, period, member), home_scopes))
-                station_scope = f"S:{b['station']}"
-                out.seen.append(((station_scope, program, period, member), (station_scope,)))
+            for period in (day[:7], day[:4]):  # month(day), year(day)
+                seen.append(((anchor, program, period, member), home_scopes))
+                seen.append(((station_scope, program, period, member), only_station))
         return out
     if t == "RedemptionReversed":
         posted = ctx.reversed_by(int(b["redemption"]), entry.index)
