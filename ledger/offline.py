@@ -52,7 +52,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -80,10 +80,9 @@ from ledger.domain import Actor, Forbidden, Invalid, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
 from ledger.stations import UnknownStation, ceiling_history, get_station, station_keys
-from verifier.entry import Entry, parse_entry_time
+from verifier.entry import Entry, parse_entry_time, seconds_entry_time
 from verifier.errors import StationCacheError, StationRecordError
 from verifier.station import (
-    CHINA,
     GENESIS,
     OFFLINE_MEMBER_LIMIT,
     OFFLINE_NOT_ALLOWED,
@@ -97,6 +96,7 @@ from verifier.station import (
     verify_batch,
     verify_record,
 )
+from verifier.stats import china_day_of
 
 MAX_BATCH = 1000
 """Records per sync request."""
@@ -179,10 +179,13 @@ class OfflineStationCeiling(r.Refused):
 
 
 def _china_day_bounds(iat: int) -> tuple[str, int, int]:
-    """The China date of ``iat`` and its first and past-the-last second (NumericDate)."""
-    day = datetime.fromtimestamp(iat, CHINA).date()
-    start = int(datetime(day.year, day.month, day.day, tzinfo=CHINA).timestamp())
-    return day.isoformat(), start, start + 86400
+    """The China date of ``iat`` and its first and past-the-last second (NumericDate): by
+    arithmetic, China time being a fixed UTC+8."""
+    start = (iat + _CHINA_OFFSET) // 86400 * 86400 - _CHINA_OFFSET
+    return china_day_of(iat), start, start + 86400
+
+
+_CHINA_OFFSET = 8 * 3600
 
 
 # -- the projection ------------------------------------------------------------------------------
@@ -665,15 +668,17 @@ class _Sync:
             )
         return policy
 
-    def judge_at(self, member_id: str, program: str, quantity: int, at: datetime) -> r.Judged:
+    def judge_at(
+        self, member_id: str, program: str, quantity: int, at: datetime, stamp: str
+    ) -> r.Judged:
         """:func:`ledger.redemptions.judge_at`, from what this request holds in memory, except
-        that the member's status and union are those at ``at`` (the record's time), not now.
+        that the member's status and union are those at ``at`` (the record's time, ``stamp``
+        as an entry time), not now.
 
         Raises:
             ProgramNotOpen, NotRedeemableHere, BadQuantity, NotAMember, NotEligible,
             QuotaUsed, NotStackable, BudgetExhausted.
         """
-        stamp = p.format_time(at)
         row = self.program(program)[0]
         version = None if row is None else self.version_at(program, stamp)
         if row is None or version is None:
@@ -703,7 +708,7 @@ class _Sync:
         if found is None:
             raise r.NotAMember("not an active member at the record's time")
         member, home = found
-        self.check_eligible(rules, row.owner, member, home, at)
+        self.check_eligible(rules, row.owner, member, home, at, day)
         period = rules.period_key(at)
         already = self.quota_used(member_id, program, period)
         if already + quantity > rules.quota_count:
@@ -724,10 +729,11 @@ class _Sync:
         funding = self.check_budget(rules, row.owner, home, program, value)
         return r.Judged(version.version, period, value, funding, place.union_code, home)
 
-    def check_eligible(
-        self, rules: p.Rules, owner: str, member: m.MemberRow, home: str, at: datetime
+    def check_eligible(  # noqa: PLR0917  (the record's facts, as judge_at holds them)
+        self, rules: p.Rules, owner: str, member: m.MemberRow, home: str, at: datetime, day: date
     ) -> None:
-        """``ledger.redemptions``' eligibility at ``at``, with the member's union then.
+        """``ledger.redemptions``' eligibility at ``at`` (China date ``day``), with the
+        member's union then.
 
         Raises:
             NotEligible.
@@ -740,8 +746,9 @@ class _Sync:
             joined = datetime.fromisoformat(member.joined_at.replace("Z", "+00:00"))
             if at - joined < timedelta(days=rules.min_tenure_days):
                 raise r.NotEligible(f"the program needs {rules.min_tenure_days} days of membership")
-        day = at.astimezone(p.CHINA).date().isoformat()
-        if rules.groups_any and not self.groups_on(member.member_id, day) & set(rules.groups_any):
+        if rules.groups_any and not self.groups_on(member.member_id, day.isoformat()) & set(
+            rules.groups_any
+        ):
             raise r.NotEligible("the program is for members of other groups")
 
     def check_budget(self, rules: p.Rules, owner: str, home: str, program: str, value: int) -> str:
@@ -892,10 +899,10 @@ class _Sync:
         try:
             if presentation in self.used_presentations:
                 raise r.PresentationReplayed("this QR presentation was redeemed already")
-            stamp = p.format_time(at)
+            stamp = seconds_entry_time(c.iat)
             version = self.version_at(c.program, stamp)
             policy = None if version is None else self.policy_of(c.program, version)
-            judged = self.judge_at(c.member, c.program, c.quantity, at)
+            judged = self.judge_at(c.member, c.program, c.quantity, at, stamp)
             counted = (
                 None if policy is None else self.check_limits(record, policy, judged.value, stamp)
             )

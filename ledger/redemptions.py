@@ -43,7 +43,7 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -66,7 +66,7 @@ from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound,
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
 from verifier.credential import VerifiedPresentation
-from verifier.entry import Entry
+from verifier.entry import Entry, seconds_entry_time
 
 REVERSAL_WINDOW = timedelta(minutes=30)
 MAX_KEY = 128
@@ -678,7 +678,7 @@ def _check_budget(
 
 def offline_time(seconds: int) -> str:
     """An offline record's ``iat`` (NumericDate) as an entry time (``redemptions.at``)."""
-    return p.format_time(datetime.fromtimestamp(seconds, UTC))
+    return seconds_entry_time(seconds)
 
 
 def station_allows(conn: Connection, rules: p.Rules, owner: str, station: Any) -> bool:

@@ -24,7 +24,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from verifier.canonical import canonical_bytes, parse_canonical
@@ -60,6 +60,32 @@ def format_entry_time(value: datetime) -> str:
         raise ValueError("naive datetime: pass an aware UTC time")
     # isoformat (C, always 4-digit years) rather than strftime: every append formats a time.
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def seconds_entry_time(seconds: int) -> str:
+    """:func:`format_entry_time` of a whole number of seconds since 1970 (a NumericDate, as
+    offline records carry), by arithmetic: ``2026-11-25T08:46:12.000000Z``.
+
+    Raises:
+        ValueError: outside years 1970..9999.
+    """
+    if not 0 <= seconds < _YEAR_10000:
+        raise ValueError(f"{seconds} is not a time of years 1970..9999")
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{_utc_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}.000000Z"
+
+
+_YEAR_10000 = 253402300800  # 10000-01-01T00:00:00Z
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_day(days: int) -> str:
+    return (_EPOCH_DATE + timedelta(days=days)).isoformat()
+
+
+_EPOCH_DATE = date(1970, 1, 1)
 
 
 def parse_entry_time(text: str) -> datetime:

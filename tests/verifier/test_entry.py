@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from verifier.entry import (
     make_entry,
     parse_entry,
     parse_entry_time,
+    seconds_entry_time,
 )
 from verifier.errors import EntryError
 
@@ -143,3 +145,17 @@ def test_receipts_of_entries_check_the_entry_itself() -> None:
     )
     with pytest.raises(ReceiptError, match="index"):
         verify_entry_receipt(Receipt(0, second.data, (swapped[1],), note2), signer.verifier())
+
+
+@given(st.integers(0, 253402300799))
+def test_seconds_entry_time_is_format_entry_time(seconds: int) -> None:
+    """The arithmetic formatting of a NumericDate agrees with the datetime one everywhere."""
+    expected = format_entry_time(datetime.fromtimestamp(seconds, UTC))
+    assert seconds_entry_time(seconds) == expected
+    assert parse_entry_time(expected) == datetime.fromtimestamp(seconds, UTC)
+
+
+@pytest.mark.parametrize("seconds", [-1, 253402300800])
+def test_seconds_entry_time_outside_the_format_is_refused(seconds: int) -> None:
+    with pytest.raises(ValueError, match=r"years 1970\.\.9999"):
+        seconds_entry_time(seconds)
