@@ -1,6 +1,7 @@
 """Offline sync over HTTP against a running server: records accepted per second.
 
-    python -m bench sync      # SQLite; BENCH_SYNC_RECORDS (default 20000), BENCH_SYNC_DEVICES (8)
+    python -m bench sync      # SQLite; BENCH_SYNC_RECORDS (default 20000), BENCH_SYNC_DEVICES (8),
+                              # BENCH_SERVERS (2)
 
 The setup writes a data directory (SQLite): a small tree, stations each with a login key (in the
 keyring) and an offline device key (on the ledger), members, and a no-cost program with a
@@ -9,9 +10,10 @@ JWS, verifier.station.sign_record) and measures, in the same run:
 
 - the raw Ed25519 verification rate of those records' signatures (one core, this process);
 - ``verify_record`` on each (parse, canonical JSON, claims, signature: one core);
-- sync: ``unionledger serve`` in a subprocess, one client thread per device uploading its
-  chain in batches of 1,000 (``POST /v1/stations/{id}/sync``), every record verified, judged
-  and recorded (one ``OfflineRedemptionRecorded`` each) before the answer.
+- sync: ``unionledger serve`` in BENCH_SERVERS subprocesses on the same SQLite file (their
+  writers take turns: ``ledger.db.WriterQueue``), one client thread per device uploading its
+  chain to one of them in batches of 1,000 (``POST /v1/stations/{id}/sync``), every record
+  verified, judged and recorded (one ``OfflineRedemptionRecorded`` each) before the answer.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from verifier.station import (
 PASS = "bench redemption passphrase"  # bench_redemption's _serve passes this one
 RECORDS = int(os.environ.get("BENCH_SYNC_RECORDS", "20000"))
 DEVICES = int(os.environ.get("BENCH_SYNC_DEVICES", "8"))
+SERVERS = int(os.environ.get("BENCH_SERVERS", "2"))
 BATCH = 1000
 MEMBERS = 200
 PROGRAM = "BENCH-OFFLINE-WATER"
@@ -224,16 +227,19 @@ def run() -> None:
     bare, full = _raw_rates(devices, chains)
     print(f"raw Ed25519 verify (this process, 1 core): {bare:>10,.0f} records/s")
     print(f"verify_record      (this process, 1 core): {full:>10,.0f} records/s")
-    port = _free_port()
-    server = _serve(settings, port, 2000)
-    url = f"http://127.0.0.1:{port}"
+    ports = [_free_port() for _ in range(SERVERS)]
+    servers = [_serve(settings, port, 2000) for port in ports]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        _wait(url)
-        tokens = {s: _station_token(url, s, seed) for s, seed in seeds.items()}
+        for url in urls:
+            _wait(url)
+        tokens = {s: _station_token(urls[0], s, seed) for s, seed in seeds.items()}
         out: dict[str, Any] = {}
-        threads = [
-            threading.Thread(target=_upload, args=(url, s, tokens[s], chains[s], out))
-            for s in chains
+        threads = [  # device i uploads to server i mod SERVERS (any server takes any token)
+            threading.Thread(
+                target=_upload, args=(urls[i % len(urls)], s, tokens[s], chains[s], out)
+            )
+            for i, s in enumerate(chains)
         ]
         t0 = time.perf_counter()
         for thread in threads:
@@ -242,8 +248,10 @@ def run() -> None:
             thread.join()
         elapsed = time.perf_counter() - t0
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
     counts: dict[str, int] = {}
     latencies: list[float] = []
     for c, lat in out.values():
@@ -252,7 +260,8 @@ def run() -> None:
             counts[status] = counts.get(status, 0) + n
     accepted = counts.get("accepted", 0)
     print(
-        f"sync over HTTP (1 server, {DEVICES} devices, batches of {BATCH}): {total:,} records in"
+        f"sync over HTTP ({SERVERS} server(s), {DEVICES} devices, batches of {BATCH}): {total:,}"
+        f" records in"
         f" {elapsed:.1f} s = {accepted / elapsed:>8,.0f} accepted records/s"
         f"   batch p50 {statistics.median(latencies) * 1000:.0f} ms   answers: {counts}"
     )

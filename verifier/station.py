@@ -28,6 +28,7 @@ Pure: keys, times and counters are passed in; nothing here touches the disk or t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -667,7 +668,7 @@ def verify_batch(
                 last_time=last_time,
                 chain_kid=chain_kid,
                 max_skew=max_skew,
-                later=records[index + 1 :],
+                later=itertools.islice(records, index + 1, None),
             )
             if record.claims.presentation in seen or record.claims.presentation in (
                 known_presentations
@@ -693,7 +694,7 @@ def _check_link(
     last_time: int | None,
     chain_kid: str | None,
     max_skew: timedelta,
-    later: Sequence[str],
+    later: Iterable[object],
 ) -> None:
     if chain_kid is not None and record.kid != chain_kid:
         raise RecordChainBroken(
