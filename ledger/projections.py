@@ -59,7 +59,9 @@ class Projection(Protocol):
 
 # A projection may also define ``end_command(conn)``: the sequencer calls it after each command
 # that appended, so that rows it keeps during a command (the thousand records of a sync) are
-# written in one go and yet visible to the next command of the batch.
+# written in one go and yet visible to the next command of the batch. And ``use_memo(memo)``:
+# the sequencer hands it its memo (``Tx.memoised``), for reads that only events outside
+# ``MEMO_KEEPING_EVENTS`` change.
 
 
 event_counts = Table(

@@ -254,6 +254,10 @@ class Sequencer:
         self.origin = origin
         self._signer = signer
         self._projections = list(projections)
+        for projection in self._projections:  # reads that may share the memo's lifetime
+            use_memo = getattr(projection, "use_memo", None)
+            if callable(use_memo):
+                use_memo(self._memo)
         # Projections that keep a command's rows and write them when it ends (end_command).
         self._per_command: list[Any] = [
             p for p in self._projections if callable(getattr(p, "end_command", None))

@@ -134,42 +134,56 @@ _GROUP_EVENTS = frozenset({"MemberEnrolled", "MemberGroupAdded", "MemberGroupEnd
 class _SqlContext:
     """The ``verifier.stats.Context`` answered from the projections' tables, which hold the
     chain's state up to the entry before the one being applied (they apply in order). Union
-    chains and members' group spans are remembered for one batch (statements built once):
-    measured, a query per redemption built anew took a third of the writer's time at sync."""
+    chains and members' group spans are remembered (statements built once): measured, a
+    query per redemption built anew took a third of the writer's time at sync.
+
+    Remembered for one batch; or, in the sequencer, in its memo (:meth:`use_memo`), which
+    outlives batches while no writer of any process appends an event that could change them
+    (union and group events are outside ``MEMO_KEEPING_EVENTS``: appending one empties it)."""
 
     def __init__(self) -> None:
         self.conn: Connection | None = None
-        self._paths: dict[str, tuple[str, ...]] = {}
-        self._spans: dict[str, list[tuple[str, str, str | None]]] = {}
+        self._paths: dict[Any, tuple[str, ...]] = {}
+        self._spans: dict[Any, list[tuple[str, str, str | None]]] = {}
+        self._shared = False
+
+    def use_memo(self, memo: dict[Any, Any]) -> None:
+        self._paths = self._spans = memo  # keys ("stats-path", code), ("stats-spans", member)
+        self._shared = True
 
     def clear(self) -> None:
-        self._paths.clear()
-        self._spans.clear()
+        if not self._shared:  # the sequencer's memo is the sequencer's to clear
+            self._paths.clear()
+            self._spans.clear()
 
     def saw(self, entry: Entry) -> None:
         """Forget what ``entry`` (applied by the other projections already) may change."""
+        if self._shared:
+            return  # appending it emptied the memo already
         if entry.type in ("UnionCreated", "UnionMoved"):
             self._paths.clear()
         elif entry.type in _GROUP_EVENTS and isinstance(member := entry.body.get("member"), str):
-            self._spans.pop(member, None)
+            self._spans.pop(("stats-spans", member), None)
 
     def ancestors(self, union: str) -> Sequence[str]:
-        chain = self._paths.get(union)
+        key = ("stats-path", union)
+        chain = self._paths.get(key)
         if chain is None:
             assert self.conn is not None
             found = driver_execute(self.conn, _PATH_SQL, (union,)).fetchone()
             path = None if found is None else found[0]
             chain = tuple(path.strip("/").split("/")) if path else ()
-            self._paths[union] = chain
+            self._paths[key] = chain
         return chain
 
     def groups(self, member: str, day: str) -> Sequence[str]:
-        spans = self._spans.get(member)
+        key = ("stats-spans", member)
+        spans = self._spans.get(key)
         if spans is None:
             assert self.conn is not None
             rows = driver_execute(self.conn, _SPANS_SQL, (member,)).fetchall()
             spans = [(r[0], r[1], r[2]) for r in rows]
-            self._spans[member] = spans
+            self._spans[key] = spans
         return [g for g, start, end in spans if start <= day and (end is None or end > day)]
 
     def reversed_by(self, redemption: int, reversal: int) -> vs.Posted | None:
@@ -218,6 +232,11 @@ class StatsProjection:
         setdefault = self._seen.setdefault
         for seen_key, scopes in found.seen:
             setdefault(seen_key, scopes)
+
+    def use_memo(self, memo: dict[Any, Any]) -> None:
+        """Keep the union chains and group spans read in the sequencer's memo (the sequencer
+        calls it): see :class:`_SqlContext`."""
+        self._ctx.use_memo(memo)
 
     def reset(self) -> None:
         self._cells.clear()

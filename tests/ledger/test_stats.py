@@ -5,7 +5,8 @@ with groups, group spans opened and closed around today, redemptions online and 
 reversals (also of unknown or already reversed redemptions), offline conflicts and refused
 records) and appends them through a real Sequencer in batches of random sizes, so that the
 projection's per-batch memory (union chains, group spans, pending cells, distinct members) is
-exercised across batch boundaries. After each history: the figures the server publishes equal
+exercised across batch boundaries, and with a second writer on the same file appending
+every third batch. After each history: the figures the server publishes equal
 ``verifier.stats.Recompute`` over the chain, and a rebuild reproduces the tables.
 """
 
@@ -205,7 +206,12 @@ def test_the_projection_equals_the_fold_of_the_chain(
     tmp_path_factory: Any, history: list[tuple[Any, ...]], cuts: list[int]
 ) -> None:
     folder: Path = tmp_path_factory.mktemp("stats")
-    ledger = open_ledger(f"sqlite:///{folder / 'l.db'}", PrivateKey.generate())
+    key = PrivateKey.generate()
+    ledger = open_ledger(f"sqlite:///{folder / 'l.db'}", key)
+    # A second writer on the same file (another server process), appending every third
+    # batch: what the first keeps across its batches (union chains, group spans) must not
+    # outlive a change the other appended.
+    other = open_ledger(f"sqlite:///{folder / 'l.db'}", key)
     try:
         h = History()
         ledger.sequencer.append(h.tree())
@@ -213,7 +219,7 @@ def test_the_projection_equals_the_fold_of_the_chain(
         while i < len(history):  # events made batch by batch: reversals name earlier ones
             chunk = history[i : i + cuts[c % len(cuts)]]
             batch = [e for e in (h.event(op) for op in chunk) if e is not None]
-            appended = ledger.sequencer.append(batch)
+            appended = (other if c % 3 == 2 else ledger).sequencer.append(batch)
             h.redemptions += [
                 e.index
                 for e in appended
@@ -245,9 +251,43 @@ def test_the_projection_equals_the_fold_of_the_chain(
             }
         assert stored == months
     finally:
-        ledger.sequencer.close()
-        ledger.writer.dispose()
-        ledger.engine.dispose()
+        for opened in (ledger, other):
+            opened.sequencer.close()
+            opened.writer.dispose()
+            opened.engine.dispose()
+
+
+def test_a_change_by_another_writer_reaches_the_next_batch_figures(tmp_path: Path) -> None:
+    """The first writer keeps union chains and group spans across its batches; a group span
+    and a union move appended by a second writer on the same file (another server process)
+    between two of its batches must count in its next redemption's figures."""
+    key = PrivateKey.generate()
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    first, second = open_ledger(url, key), open_ledger(url, key)
+    h = History()
+    redeem = ("redeem", "m0", "G1", "S1", "PA", 0, 1)
+
+    def append(ledger: Any, *ops: tuple[Any, ...]) -> None:
+        ledger.sequencer.append([e for e in (h.event(op) for op in ops) if e is not None])
+
+    try:
+        first.sequencer.append(h.tree())
+        append(first, ("enrol", "m0", "G1", []), redeem)  # m0's spans and G1's chain read
+        append(second, ("group", "m0", "courier", DAYS[0], False), ("move", "G1", "P2"))
+        append(first, redeem)
+        published = ls.export(first.engine).value
+        chain = [parse_entry(d) for d in first.reader.entries(0, first.reader.size())]
+        assert vs.compare(published, vs.Recompute().take_all(chain).figures()) == []
+        today = TODAY.isoformat()
+        assert published.cells[("G:P2:courier", "PA", today[:7])][vs.REDEMPTIONS] == 1
+        assert published.cells[("U:P2", "PA", today)][vs.REDEMPTIONS] == 1
+        assert published.cells[("U:P1", "PA", today)][vs.REDEMPTIONS] == 1  # the first one
+        assert compare(first.engine, default_projections()) == []
+    finally:
+        for opened in (first, second):
+            opened.sequencer.close()
+            opened.writer.dispose()
+            opened.engine.dispose()
 
 
 @given(
