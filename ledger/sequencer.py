@@ -79,6 +79,11 @@ MEMO_KEEPING_EVENTS = frozenset(
 )
 
 
+MEMO_LIMIT = 100_000
+"""Entries the memo may hold when a batch starts (else it starts empty): the statistics
+projection keeps members' group spans in it, which, unlike programs and stations, grow with
+the members served."""
+
 # Event types are this module's constants: nothing here comes from outside.
 _MEMO_EPOCH_SQL = (
     "SELECT coalesce(sum(count), 0) FROM proj_event_counts WHERE type NOT IN ("  # noqa: S608
@@ -411,7 +416,8 @@ class Sequencer:
         with self._writers, self.engine.begin() as conn:
             head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
             old_size = int(head.size)
-            if self._epoch(conn, old_size) != self._memo_epoch:  # another writer changed them
+            # Another writer changed what it holds, or it grew (per-member reads are in it too):
+            if self._epoch(conn, old_size) != self._memo_epoch or len(self._memo) > MEMO_LIMIT:
                 self._memo.clear()
             state = _BatchState(
                 old_size,

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import sequencer as sequencer_module
 from ledger.errors import CommandFailed, NotCheckpointed, OutOfRange
 from ledger.projections import compare, event_counts, rebuild
 from ledger.sequencer import Event, Tx, batch_hash_at
@@ -298,3 +299,23 @@ def test_a_command_cancelled_while_queued_is_dropped_and_the_writer_lives_on(
         lg.sequencer.close()
         lg.writer.dispose()
         lg.engine.dispose()
+
+
+def test_the_memo_starts_empty_once_it_has_grown(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo outlives batches (no other writer here), but not beyond MEMO_LIMIT entries:
+    projections keep per-member reads in it."""
+    monkeypatch.setattr(sequencer_module, "MEMO_LIMIT", 3)
+    reads: list[int] = []
+
+    def fill(tx: Tx, n: int) -> int:
+        return tx.memoised(("k", n), lambda: reads.append(n) or n)  # type: ignore[func-returns-value]
+
+    run = ledger.sequencer.execute
+    run(lambda tx: [fill(tx, n) for n in range(3)])
+    run(lambda tx: [fill(tx, n) for n in range(3)])  # kept: 3 entries are not over the limit
+    assert reads == [0, 1, 2]
+    run(lambda tx: fill(tx, 3))  # now 4 entries: the next batch starts empty
+    run(lambda tx: fill(tx, 0))
+    assert reads == [0, 1, 2, 3, 0]
