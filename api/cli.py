@@ -548,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
         "2 usage.",
     )
     _data_dir(k)
-    k.add_argument("member_id", metavar="MEMBER_ID")
+    k.add_argument(
+        "member_id", metavar="MEMBER_ID", help="the member id (one starting with '-': after '--')"
+    )
     k.add_argument(
         "--disclose",
         action="append",

@@ -294,8 +294,13 @@ def phone_hash(key: bytes, phone: str) -> str:
 
 
 def new_member_id() -> str:
-    """A fresh random member id: 16 random bytes, base64url without padding (22 characters)."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(MEMBER_ID_BYTES)).rstrip(b"=").decode()
+    """A fresh random member id: 16 random bytes, base64url without padding (22 characters),
+    drawn again while it starts with ``-`` (a command line would read such an id as an
+    option: ``unionledger member qr -2W6...``). Older ids may still start with one."""
+    while True:
+        text = base64.urlsafe_b64encode(secrets.token_bytes(MEMBER_ID_BYTES)).rstrip(b"=")
+        if not text.startswith(b"-"):
+            return text.decode()
 
 
 def is_member_id(text: object) -> bool:

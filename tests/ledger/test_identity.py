@@ -339,6 +339,9 @@ def test_member_ids() -> None:
     for member_id in ids:
         assert len(member_id) == 22
         assert is_member_id(member_id)
+    # never a leading "-" (a command line's option; 1 in 64 random ids would have one):
+    assert not any(member_id.startswith("-") for member_id in ids)
+    assert is_member_id("-AAAAAAAAAAAAAAAAAAAAA")  # an older id may: it is still an id
     assert is_member_id("AAAAAAAAAAAAAAAAAAAAAA")
     assert is_member_id("_____________________w")
     for bad in (
