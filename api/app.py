@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.middleware import Middleware
 
 import keys
 from api import (
@@ -30,6 +31,7 @@ from api import (
 )
 from api.bootstrap import ensure_secrets
 from api.deps import Services, ServicesDep, log_signer
+from api.fastpath import RedemptionFastPath
 from api.settings import ConfigError, Settings, package_version
 from ledger.credentials import Credentials
 from ledger.db import make_engine
@@ -112,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        middleware=[Middleware(RedemptionFastPath)],  # POST /v1/redemptions, well formed
     )
     app.state.services = services
     problems.install(app)

@@ -358,6 +358,14 @@ class AuthService:
                 401, "invalid or expired access token", {"WWW-Authenticate": _bearer_error}
             ) from None
 
+    def grant_or_none(self, token: str) -> Grant | None:
+        """The grant of ``token`` as :meth:`authenticate` finds it, or None (not logged: the
+        caller falls back to the route, whose :meth:`authenticate` logs and answers 401)."""
+        try:
+            return self._verify(token)
+        except Exception:  # every refusal; the fallback path meets it again and answers
+            return None
+
     def _signed_claims(self, token: str) -> dict[str, Any]:
         """Steps 1-3 (form, key, signature) of :meth:`_verify`, remembered per token: a station
         presents the same access token for minutes, and its signature is all that is costly.

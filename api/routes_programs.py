@@ -318,9 +318,21 @@ def redemption_out(
     summary="Redeem a program for the member whose QR code was scanned (stations)",
 )
 async def redeem(services: ServicesDep, actor: StationDep, body: RedeemRequest) -> Response:
-    # async, the hottest route: the presentation is verified on the event loop (about 0.1 ms
-    # of CPU, mostly libsodium) and the writer's future awaited, with no thread-pool hop;
-    # the database is read here only on the rare paths (a retry, a cache refresh).
+    # Served by :class:`api.fastpath.RedemptionFastPath` for well-formed requests of a
+    # station: this route answers the others (its errors are the reference) and documents it.
+    return await answer_redemption(services, actor, body)
+
+
+async def answer_redemption(services: Any, actor: Actor, body: RedeemRequest) -> Response:
+    """The answer to a checked redemption request of station ``actor``.
+
+    Async, the hottest path: the presentation is verified on the event loop (about 0.1 ms of
+    CPU, mostly libsodium) and the writer's future awaited, with no thread-pool hop; the
+    database is read here only on the rare paths (a retry, a cache refresh).
+
+    Raises:
+        r.Refused: nothing was written (counted for the anomaly report first).
+    """
     try:
         out, status = await _redeem(services, actor, body)
     except r.Refused as e:  # nothing was written; the anomaly report counts it

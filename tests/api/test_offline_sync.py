@@ -11,13 +11,11 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 import keys
@@ -29,7 +27,7 @@ from ledger.identity import synthetic_id_number
 from ledger.projections import compare, default_projections
 from ledger.redemptions import budget_used, quota_used
 from ledger.vault import PersonalData
-from tests.api.redemption_world import World, build_world
+from tests.api.redemption_world import World
 from tests.api.redemption_world import rules as rules_of
 from verifier.entry import parse_entry
 from verifier.station import (
@@ -117,14 +115,6 @@ class Device:
                 decision.redemption, program=program, quantity=quantity, value=5000 * quantity
             )
         )
-
-
-@pytest.fixture
-def world(tmp_path: Path, database_url: str) -> Iterator[tuple[World, TestClient]]:
-    built = build_world(tmp_path, database_url)
-    with TestClient(built.app, raise_server_exceptions=False) as client:
-        built.register_holder(client)
-        yield built, client
 
 
 def device(w: World, client: TestClient, station: str = STATION) -> Device:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,10 @@ from ledger import members
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
 from ledger.redemptions import budget_used
-from tests.api.redemption_world import World, build_world
+from tests.api.redemption_world import World
 from verifier.entry import parse_entry
 from verifier.note import NoteSigner
 from verifier.receipt import Receipt, verify_entry_receipt
-
-
-@pytest.fixture
-def world(tmp_path: Path, database_url: str) -> Iterator[tuple[World, TestClient]]:
-    built = build_world(tmp_path, database_url)
-    with TestClient(built.app, raise_server_exceptions=False) as client:
-        built.register_holder(client)
-        yield built, client
 
 
 def refused(response: Any, status: int, slug: str) -> dict[str, Any]:
