@@ -32,7 +32,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         if REQUIRE_POSTGRES:
             pytest.fail(message.replace("skipped", "required but missing"))
         pytest.skip(message)
-    cluster = PostgresCluster(bindir)
+    cluster = PostgresCluster(bindir, durable=False)  # the suite does not test power cuts
     cluster.start()
     try:
         yield cluster
@@ -46,7 +46,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-    return cluster.new_database()
+    return cluster.new_schema()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
