@@ -78,22 +78,26 @@ class RedemptionFastPath:
 
 
 def _headers(scope: Scope) -> tuple[str | None, bool, int]:
-    """The bearer token, whether the body is JSON, and the declared length (0 if none)."""
-    token, json_body, length = None, False, 0
+    """The bearer token, whether the body is JSON, and the declared length (0 if none). The
+    first of a repeated header counts, as for the route (Starlette's ``headers.get``)."""
+    found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credentials:
-                token = credentials
-        elif name == b"content-type":
-            media = value.decode("latin-1").split(";", 1)[0].strip().lower()
-            json_body = media == "application/json" or media.endswith("+json")
-        elif name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                length = MAX_BODY + 1  # the route answers it
+        if name in _WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    token = None
+    scheme, _, credentials = found.get(b"authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        token = credentials
+    media = found.get(b"content-type", "").split(";", 1)[0].strip().lower()
+    json_body = media == "application/json" or media.endswith("+json")
+    try:
+        length = int(found.get(b"content-length", "0"))
+    except ValueError:
+        length = MAX_BODY + 1  # the route answers it
     return token, json_body, length
+
+
+_WANTED = frozenset((b"authorization", b"content-type", b"content-length"))
 
 
 async def _read(receive: Receive) -> tuple[bytes, bool, bool]:

@@ -61,6 +61,10 @@ def _requests(
         ("no token", {"json": body("9")}),
         ("a bad token", {"json": body("10"), "headers": {"Authorization": "Bearer x.y.z"}}),
         ("a member's token", {"json": body("11"), "headers": member}),
+        (
+            "a member's, then a station's",
+            {"json": body("14"), "headers": [*member.items(), *station.items()]},
+        ),
         ("a stale QR", {"json": {**body("12"), "presentation": "UL1:AAAA"}, "headers": station}),
         (
             "too large",
@@ -101,6 +105,7 @@ def test_the_fast_path_answers_as_the_route_does(world: tuple[World, TestClient]
     assert statuses["quota used"] == 409
     assert statuses["no token"] == 401
     assert statuses["a member's token"] == 403
+    assert statuses["a member's, then a station's"] == 403  # the first header counts
     assert statuses["an extra field"] == 422
     assert statuses["too large"] == 422
     for (what, fast), (_, route) in zip(answers[True], answers[False], strict=True):
