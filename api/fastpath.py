@@ -89,7 +89,8 @@ def _headers(scope: Scope) -> tuple[str | None, bool, int]:
     if scheme.lower() == "bearer" and credentials:
         token = credentials
     media = found.get(b"content-type", "").split(";", 1)[0].strip().lower()
-    json_body = media == "application/json" or media.endswith("+json")
+    kind, _, subtype = media.partition("/")  # FastAPI's test: application/json or .../*+json
+    json_body = kind == "application" and (subtype == "json" or subtype.endswith("+json"))
     try:
         length = int(found.get(b"content-length", "0"))
     except ValueError:

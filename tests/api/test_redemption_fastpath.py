@@ -58,6 +58,20 @@ def _requests(
             {"content": b"{not json", "headers": {**station, "Content-Type": "application/json"}},
         ),
         ("form data", {"data": {"program": program}, "headers": station}),
+        (
+            "JSON as text/x+json",
+            {
+                "content": json.dumps(body("15")).encode(),
+                "headers": {**station, "Content-Type": "text/x+json"},
+            },
+        ),
+        (
+            "JSON as application/x+json",
+            {
+                "content": json.dumps(body("16")).encode(),
+                "headers": {**station, "Content-Type": "application/x+json"},
+            },
+        ),
         ("no token", {"json": body("9")}),
         ("a bad token", {"json": body("10"), "headers": {"Authorization": "Bearer x.y.z"}}),
         ("a member's token", {"json": body("11"), "headers": member}),
@@ -106,6 +120,8 @@ def test_the_fast_path_answers_as_the_route_does(world: tuple[World, TestClient]
     assert statuses["no token"] == 401
     assert statuses["a member's token"] == 403
     assert statuses["a member's, then a station's"] == 403  # the first header counts
+    assert statuses["JSON as text/x+json"] == 422  # not a JSON media type to FastAPI
+    assert statuses["JSON as application/x+json"] == 409  # read as JSON and judged: quota used
     assert statuses["an extra field"] == 422
     assert statuses["too large"] == 422
     for (what, fast), (_, route) in zip(answers[True], answers[False], strict=True):
@@ -143,6 +159,7 @@ def test_only_well_formed_requests_take_the_fast_path(world: tuple[World, TestCl
             "too many",
             "unknown program",
             "a stale QR",
+            "JSON as application/x+json",
         ):
             continue  # well formed: the fast path's own (judged, refused or answered)
         assert post("/v1/redemptions", **kwargs).status_code in (404, 405), what
