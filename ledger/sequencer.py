@@ -14,7 +14,8 @@ with ``SELECT ... FOR UPDATE``), reads the size and last hash under that lock, w
 exactly ``size .. size + n - 1`` (``log_entries.idx`` is the primary key: a second entry at an
 index cannot be stored) and advances the head with a compare-and-swap ``UPDATE ... WHERE size =
 <old size>`` that must touch exactly one row. A second process therefore waits for the lock and
-then continues from the new head; it can neither reuse an index nor skip one.
+then continues from the new head; it can neither reuse an index nor skip one. Once it holds
+the lock, the writer adds to its batch whatever was queued while it waited (:meth:`_top_up`).
 
 A command that raises before appending anything fails alone. One that raises after appending
 (or whose projection fails) has written into the shared transaction: the batch is rolled back
@@ -412,8 +413,30 @@ class Sequencer:
             raise
 
     def _commit_once(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
+        with self._writers:
+            self._top_up(pending)
+            return self._write_batch(pending, final=final)
+
+    def _top_up(self, pending: list[_Request[Any]]) -> None:
+        """Add to the batch what was queued while this writer waited for another process's
+        writer (up to ``max_batch``): with two servers on one SQLite file each waits about as
+        long as the other writes, and the requests that came meanwhile would otherwise wait
+        for the next batch, paying its commit and checkpoint again."""
+        while len(pending) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP:
+                self._queue.put(_STOP)  # the loop meets it after this batch
+                return
+            request: _Request[Any] = item  # type: ignore[assignment]
+            if request.future.set_running_or_notify_cancel():
+                pending.append(request)
+
+    def _write_batch(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
         outcomes: dict[int, _Outcome] = {}
-        with self._writers, self.engine.begin() as conn:
+        with self.engine.begin() as conn:
             head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
             old_size = int(head.size)
             # Another writer changed what it holds, or it grew (per-member reads are in it too):

@@ -270,6 +270,50 @@ def test_sqlite_writers_queue_on_the_writer_lock_file(tmp_path: Path) -> None:
         lg.engine.dispose()
 
 
+def test_what_queues_while_the_writer_waits_for_the_lock_joins_its_batch(
+    tmp_path: Path,
+) -> None:
+    """A writer waiting for another process's batch takes, once it has the lock, every command
+    queued meanwhile into its own batch (one transaction, one commit, one checkpoint), and a
+    close() that came meanwhile still runs them all and ends with the last checkpoint."""
+    from keys import PrivateKey
+    from tests.ledger.conftest import open_ledger
+
+    lg = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", PrivateKey.generate())
+    try:
+        lg.sequencer.append([Event("TestAppended", "test", {"i": 0})])
+        batches: list[object] = []  # each command's transaction (kept alive: ids stay unique)
+
+        def command(tx: Tx, i: int) -> int:
+            batches.append(tx.conn)
+            return tx.append("TestAppended", "test", {"i": i}).index
+
+        fd = os.open(tmp_path / "l.db-writer.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another writer's batch in progress
+            first = lg.sequencer.submit(lambda tx: command(tx, 1))
+            time.sleep(0.3)  # the writer took it and waits for the lock
+            later = [lg.sequencer.submit(lambda tx, i=i: command(tx, i)) for i in range(2, 7)]
+            closing = threading.Thread(target=lg.sequencer.close)
+            closing.start()  # its stop mark is queued behind them
+            time.sleep(0.1)
+        finally:
+            os.close(fd)
+        closing.join(timeout=10)
+        assert not closing.is_alive()
+        assert [f.result(timeout=0) for f in [first, *later]] == [1, 2, 3, 4, 5, 6]
+        assert len(batches) == 6
+        assert len({id(conn) for conn in batches}) == 1  # one batch
+        assert lg.reader.size() == 7
+        last = lg.reader.latest_checkpoint()
+        assert last is not None
+        assert last.size == 7  # close() signed the last one
+    finally:
+        lg.sequencer.close()
+        lg.writer.dispose()
+        lg.engine.dispose()
+
+
 def test_a_command_cancelled_while_queued_is_dropped_and_the_writer_lives_on(
     tmp_path: Path,
 ) -> None:
