@@ -24,6 +24,7 @@ and run again without it, and the caller gets the error.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -415,7 +416,13 @@ class Sequencer:
     def _commit_once(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
         with self._writers:
             self._top_up(pending)
-            return self._write_batch(pending, final=final)
+            outcomes, receipts = self._write_batch(pending, final=final)
+        # The receipts' proofs come from the committed batch in memory: made after the write
+        # lock is released (another process's writer goes on meanwhile), before anyone is
+        # answered.
+        if receipts is not None:
+            receipts()
+        return outcomes
 
     def _top_up(self, pending: list[_Request[Any]]) -> None:
         """Add to the batch what was queued while this writer waited for another process's
@@ -434,13 +441,19 @@ class Sequencer:
             if request.future.set_running_or_notify_cancel():
                 pending.append(request)
 
-    def _write_batch(self, pending: list[_Request[Any]], *, final: bool) -> dict[int, _Outcome]:
+    def _write_batch(
+        self, pending: list[_Request[Any]], *, final: bool
+    ) -> tuple[dict[int, _Outcome], Callable[[], None] | None]:
+        """Run ``pending`` in one transaction and commit it; the outcomes, and what makes the
+        receipts of the requests that want them (None: none to make)."""
         outcomes: dict[int, _Outcome] = {}
+        receipts = None
         with self.engine.begin() as conn:
             head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
             old_size = int(head.size)
+            epoch = self._epoch(conn, old_size)
             # Another writer changed what it holds, or it grew (per-member reads are in it too):
-            if self._epoch(conn, old_size) != self._memo_epoch or len(self._memo) > MEMO_LIMIT:
+            if epoch != self._memo_epoch or len(self._memo) > MEMO_LIMIT:
                 self._memo.clear()
             state = _BatchState(
                 old_size,
@@ -462,7 +475,11 @@ class Sequencer:
                     outcomes[id(request)] = _Outcome(error=e)
             for projection in self._projections:
                 projection.flush(conn)
-            epoch = self._epoch(conn, state.size)
+            if not self._counts:
+                epoch = state.size
+            elif any(e.type not in MEMO_KEEPING_EVENTS for e in state.entries):
+                epoch = self._epoch(conn, state.size)
+            # else: only events the epoch does not count were appended; it is what it was
             wanted = [r for r in pending if r.receipts and outcomes[id(r)].error is None]
             before = CompactRange.from_bytes(old_size, bytes(head.frontier)) if wanted else None
             if state.entries:
@@ -471,9 +488,9 @@ class Sequencer:
                 conn, state, final=final, force=any(outcomes[id(r)].entries for r in wanted)
             )
             if before is not None:
-                self._receipts(outcomes, wanted, state, before, note)
+                receipts = functools.partial(self._receipts, outcomes, wanted, state, before, note)
         self._memo_epoch = epoch  # committed: what the memo holds is still true
-        return outcomes
+        return outcomes, receipts
 
     def _epoch(self, conn: Connection, size: int) -> int:
         """What must not change for the memo to stay true: how many events outside
@@ -495,16 +512,21 @@ class Sequencer:
         for request in wanted:
             outcome = outcomes[id(request)]
             receipts = []
-            if note is not None:  # entries appended: the batch signed a checkpoint of its end
-                receipts = [
-                    Receipt(
-                        index=e.index,
-                        entry=e.data,
-                        inclusion=tuple(inclusion_proof(e.index, state.size, hash_at)),
-                        checkpoint_note=note,
-                    )
-                    for e in outcome.entries
-                ]
+            try:
+                if note is not None:  # entries appended: the batch signed a checkpoint of its end
+                    receipts = [
+                        Receipt(
+                            index=e.index,
+                            entry=e.data,
+                            inclusion=tuple(inclusion_proof(e.index, state.size, hash_at)),
+                            checkpoint_note=note,
+                        )
+                        for e in outcome.entries
+                    ]
+            except Exception as e:  # the batch is committed: this caller alone hears of it
+                log.exception("receipt failed")
+                outcome.error = CommandFailed(f"recorded, but no receipt could be made: {e!r}")
+                continue
             outcome.value = (outcome.value, receipts)
 
     def _write(self, conn: Connection, state: _BatchState, old_size: int) -> None:
@@ -542,21 +564,17 @@ class Sequencer:
         if not (due or final or force or self._force_checkpoint):
             return None
         self._force_checkpoint = False
-        latest = conn.execute(
-            select(log_checkpoints.c.size).order_by(log_checkpoints.c.size.desc()).limit(1)
-        ).scalar()
-        if latest is not None and latest >= state.size:
-            self._uncheckpointed = False
-            return None
+        if not state.entries:  # a batch that appended is past every stored checkpoint
+            latest = conn.execute(
+                select(log_checkpoints.c.size).order_by(log_checkpoints.c.size.desc()).limit(1)
+            ).scalar()
+            if latest is not None and latest >= state.size:
+                self._uncheckpointed = False
+                return None
         root = state.frontier.root()
         note = sign_checkpoint(Checkpoint(self.origin, state.size, root), self._signer())
-        conn.execute(
-            log_checkpoints.insert().values(
-                size=state.size,
-                root=root,
-                note=note,
-                created_at=format_entry_time(self._clock()),
-            )
+        driver_execute(
+            conn, _INSERT_CHECKPOINT, (state.size, root, note, format_entry_time(self._clock()))
         )
         self._last_checkpoint = time.monotonic()
         self._uncheckpointed = False
@@ -572,6 +590,9 @@ def _transient(error: DBAPIError) -> bool:
 
 
 _INSERT_ENTRY = "INSERT INTO log_entries (idx, data) VALUES (?, ?)"
+_INSERT_CHECKPOINT = (
+    "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)"
+)
 _MOVE_HEAD = (
     "UPDATE log_head SET size = ?, root = ?, last_hash = ?, last_time = ?, frontier = ?"
     " WHERE id = 1 AND size = ?"

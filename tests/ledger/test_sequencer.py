@@ -314,6 +314,54 @@ def test_what_queues_while_the_writer_waits_for_the_lock_joins_its_batch(
         lg.engine.dispose()
 
 
+def test_receipts_are_made_after_the_writer_lock_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proofs of a batch's receipts are computed once the batch is committed and the
+    writer lock released (another process's writer need not wait for them); a receipt that
+    cannot be made fails its own caller only, and the entry stays on the chain."""
+    from keys import PrivateKey
+    from tests.ledger.conftest import open_ledger
+
+    lg = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", PrivateKey.generate())
+    held: list[bool] = []
+    made = sequencer_module.Sequencer._receipts
+
+    def spy(outcomes, wanted, state, before, note):  # type: ignore[no-untyped-def]
+        fd = os.open(tmp_path / "l.db-writer.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+        made(outcomes, wanted, state, before, note)
+
+    monkeypatch.setattr(sequencer_module.Sequencer, "_receipts", staticmethod(spy))
+    try:
+        _, receipts = lg.sequencer.execute_with_receipts(
+            lambda tx: tx.append("TestAppended", "test", {"i": 0})
+        )
+        assert held == [False]
+        assert verify_receipt(receipts[0], lg.verifier).index == 0
+
+        def broken(*_: object) -> None:
+            raise ValueError("no proof")
+
+        monkeypatch.setattr(sequencer_module, "inclusion_proof", broken)
+        with pytest.raises(CommandFailed, match="no receipt"):
+            lg.sequencer.execute_with_receipts(
+                lambda tx: tx.append("TestAppended", "test", {"i": 1})
+            )
+        assert lg.reader.size() == 2  # recorded all the same
+        assert lg.sequencer.execute(lambda tx: tx.append("TestAppended", "t", {}).index) == 2
+    finally:
+        lg.sequencer.close()
+        lg.writer.dispose()
+        lg.engine.dispose()
+
+
 def test_a_command_cancelled_while_queued_is_dropped_and_the_writer_lives_on(
     tmp_path: Path,
 ) -> None:
