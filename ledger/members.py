@@ -229,10 +229,10 @@ def _row(row: Any) -> MemberRow:
     )
 
 
-_MEMBER_SQL = (
-    "SELECT member_id, id_hash, union_code, status, joined_at, since, left_at, updated_at"
-    " FROM members WHERE member_id = ?"
-)
+MEMBER_COLUMNS = ("member_id", "id_hash", "union_code", "status", "joined_at", "since", "left_at",
+                  "updated_at")  # fmt: skip
+"""The ``members`` columns of a :class:`MemberRow`, in its order."""
+_MEMBER_SQL = f"SELECT {', '.join(MEMBER_COLUMNS)} FROM members WHERE member_id = ?"  # noqa: S608
 
 
 def get_member(conn: Connection, member_id: str) -> MemberRow | None:
