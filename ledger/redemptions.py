@@ -20,6 +20,10 @@ is the refusal, a specific problem type a station can show a person):
    (``not-stackable``);
 7. the budget of the funding union (``budget-exhausted``).
 
+What checks 1, 2, 4 and 5 read from the tables (the key's and the presentation's redemptions,
+the credential, the member, the quota used) is read in one statement (``_JUDGE_SQL``); the
+program, its versions, the station and the union tree come from the batch's memo.
+
 Then one ``RedemptionRecorded`` is appended (event catalogue: docs/events.md): the program
 and version, member, station, quantity, value (fen), the funding union, the station's
 operating union, the member's home union, the quota period, the presentation's SHA-256 and the
