@@ -16,7 +16,9 @@ starts: the client must cost less than the server):
 
 Each request is a real redemption (the presentation verified, the rules judged, one
 ``RedemptionRecorded`` committed before the answer, which carries its receipt). It prints
-redemptions per second and the latency p50/p99 of each mode, and their ratio.
+redemptions per second and the latency p50/p99 of each mode, and their ratio, the servers'
+CPU time per redemption, and a reference figure for the machine's speed at the time (raw
+Ed25519 verifications per second on one core).
 """
 
 from __future__ import annotations
@@ -306,6 +308,18 @@ def _mode(
     return done / elapsed, statistics.median(ordered) * 1000, p99 * 1000, counts, cpu
 
 
+def _ed25519_rate(n: int = 3000) -> float:
+    """Raw Ed25519 verifications per second of CPU in this process: a reference for how fast
+    the machine is at the moment (a redemption verifies two signatures)."""
+    key = keys.PrivateKey.generate()
+    message = b"unionledger bench reference" * 4
+    signature, public = key.sign(message), key.public_key
+    start = time.thread_time()
+    for _ in range(n):
+        public.verify(signature, message)
+    return n / (time.thread_time() - start)
+
+
 def _cpu_seconds(servers: list[subprocess.Popen[bytes]]) -> float | None:
     """The servers' CPU time so far (user + system, from /proc; None where there is none):
     per redemption it varies less than the rate when the machine's speed does."""
@@ -327,6 +341,10 @@ def run() -> None:
         f"load: {SERVERS} server process(es), {CONCURRENCY} connections, {SECONDS:.0f} s per "
         "mode, each request a fresh QR presentation; servers' access log "
         + ("on" if os.environ.get("BENCH_ACCESS_LOG", "0") == "1" else "off (BENCH_ACCESS_LOG=1)")
+    )
+    print(
+        f"this machine now: raw Ed25519 verify {_ed25519_rate():,.0f}/s on one core"
+        " (its speed moves by 20-30% between runs: compare figures of one run)"
     )
     results = {}
     for label, max_batch in (("group commit", 2000), ("commit per request", 1)):
