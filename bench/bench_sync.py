@@ -13,7 +13,8 @@ JWS, verifier.station.sign_record) and measures, in the same run:
 - sync: ``unionledger serve`` in BENCH_SERVERS subprocesses on the same SQLite file (their
   writers take turns: ``ledger.db.WriterQueue``), one client thread per device uploading its
   chain to one of them in batches of 1,000 (``POST /v1/stations/{id}/sync``), every record
-  verified, judged and recorded (one ``OfflineRedemptionRecorded`` each) before the answer.
+  verified, judged and recorded (one ``OfflineRedemptionRecorded`` each) before the answer;
+  with the servers' CPU time per accepted record (from ``/proc``) and the cores they used.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import keys
 from api.app import create_app
 from api.bootstrap import init_data_dir
 from api.settings import Settings
-from bench.bench_redemption import _free_port, _serve, _station_token, _wait
+from bench.bench_redemption import _cpu_seconds, _free_port, _serve, _station_token, _wait
 from ledger import programs, stations, unions
 from ledger.domain import SYSTEM
 from ledger.vault import PersonalData
@@ -241,12 +242,14 @@ def run() -> None:
             )
             for i, s in enumerate(chains)
         ]
+        cpu_before = _cpu_seconds(servers)
         t0 = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - t0
+        cpu_after = _cpu_seconds(servers)
     finally:
         for server in servers:
             server.terminate()
@@ -265,4 +268,11 @@ def run() -> None:
         f" {elapsed:.1f} s = {accepted / elapsed:>8,.0f} accepted records/s"
         f"   batch p50 {statistics.median(latencies) * 1000:.0f} ms   answers: {counts}"
     )
+    if cpu_before is not None and cpu_after is not None and accepted:
+        used = cpu_after - cpu_before
+        print(
+            f"servers' CPU: {used / accepted * 1e6:,.0f} us per accepted record"
+            f" ({used / elapsed:.2f} cores; most of it the single writer's, which runs one"
+            " process at a time)"
+        )
     print(f"accepted / raw Ed25519 rate: {accepted / elapsed / bare:.2f}   (target: >= 20,000/s)")
