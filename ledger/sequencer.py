@@ -45,7 +45,13 @@ from ledger.projections import EventCounts, Projection
 from ledger.schema import log_checkpoints, log_head
 from verifier.checkpoint import Checkpoint, sign_checkpoint
 from verifier.entry import Entry, format_entry_time, make_entry
-from verifier.merkle import CompactRange, HashAt, inclusion_proof, node_hash, root_from_leaf_hashes
+from verifier.merkle import (
+    CompactRange,
+    HashAt,
+    inclusion_prover,
+    node_hash,
+    root_from_leaf_hashes,
+)
 from verifier.note import NoteSigner
 from verifier.receipt import Receipt
 from verifier.tiles import TILE_WIDTH
@@ -508,7 +514,9 @@ class Sequencer:
         before: CompactRange,
         note: str | None,
     ) -> None:
-        hash_at = batch_hash_at(before, [e.leaf_hash for e in state.entries])
+        prove = inclusion_prover(
+            state.size, batch_hash_at(before, [e.leaf_hash for e in state.entries])
+        )
         for request in wanted:
             outcome = outcomes[id(request)]
             receipts = []
@@ -518,7 +526,7 @@ class Sequencer:
                         Receipt(
                             index=e.index,
                             entry=e.data,
-                            inclusion=tuple(inclusion_proof(e.index, state.size, hash_at)),
+                            inclusion=tuple(prove(e.index)),
                             checkpoint_note=note,
                         )
                         for e in outcome.entries

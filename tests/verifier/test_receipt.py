@@ -302,3 +302,16 @@ def test_malformed_tlog_proofs_are_rejected(text: str) -> None:
 def test_invalid_receipts_cannot_be_built(args: tuple[object, ...], error: type[Exception]) -> None:
     with pytest.raises(error):
         Receipt(*args)  # type: ignore[arg-type]
+
+
+def test_the_remembered_check_of_a_note_vouches_for_that_note_only() -> None:
+    # Receipts remember the notes that passed (a batch's receipts share one): another text,
+    # even one differing in a single character, is checked afresh.
+    good = tree(1).note
+    for _ in range(2):
+        assert Receipt(0, b"", (), good).checkpoint_note == good
+    broken = good[: good.index("\n\n")] + "\n\n"  # the body without its signature lines
+    with pytest.raises(ReceiptError, match="not a signed note"):
+        Receipt(0, b"", (), broken)
+    with pytest.raises(ReceiptError, match="not a signed note"):
+        Receipt(0, b"", (), good.replace("\u2014", "-", 1))
