@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.middleware import Middleware
 
 import keys
 from api import (
@@ -44,6 +43,12 @@ from ledger.sequencer import Sequencer
 from ledger.vault import Vault
 
 log = logging.getLogger("unionledger.api")
+
+
+def server_app(app: FastAPI) -> RedemptionFastPath:
+    """The ASGI application a server runs for ``app``: the redemption fast path in front of it
+    (api/fastpath.py); every request it does not answer goes on to ``app``."""
+    return RedemptionFastPath(app)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -114,7 +119,6 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
         lifespan=lifespan,
-        middleware=[Middleware(RedemptionFastPath)],  # POST /v1/redemptions, well formed
     )
     app.state.services = services
     problems.install(app)

@@ -53,7 +53,7 @@ def _out(text: str, path: str | None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415  (only this command needs the server)
 
-    from api.app import create_app  # noqa: PLC0415
+    from api.app import create_app, server_app  # noqa: PLC0415
     from api.bootstrap import init_data_dir  # noqa: PLC0415
 
     settings = _settings(args)
@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  database:       {app.state.services.engine.url.render_as_string()}", flush=True)
     print(f"  API docs:       http://{settings.host}:{settings.port}/docs", flush=True)
     uvicorn.run(
-        app,
+        server_app(app),
         host=settings.host,
         port=settings.port,
         log_level="info",

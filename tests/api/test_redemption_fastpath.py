@@ -1,5 +1,6 @@
-"""``POST /v1/redemptions`` is answered by an ASGI fast path (api/fastpath.py) when the request
-is well formed, and by the FastAPI route otherwise: both must give the same answers."""
+"""``POST /v1/redemptions`` is answered by an ASGI fast path (api/fastpath.py, in front of the
+FastAPI application in a server) when the request is well formed, and by the FastAPI route
+otherwise: both must give the same answers."""
 
 from __future__ import annotations
 
@@ -7,25 +8,20 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from starlette.middleware import Middleware
 
-from api.fastpath import MAX_BODY, RedemptionFastPath
+from api import fastpath
+from api.app import server_app
+from api.fastpath import MAX_BODY
 from api.routes_programs import redemption_router
 from tests.api.redemption_world import World
 
 
-def _fast_path(world: World, on: bool) -> None:
-    """Put the fast path in front of the routes, or take it away (the stack is rebuilt)."""
-    app = world.app
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not RedemptionFastPath]
-    if on:
-        app.user_middleware.insert(0, _middleware())
-    app.middleware_stack = app.build_middleware_stack()
-
-
-def _middleware() -> Middleware:
-    return Middleware(RedemptionFastPath)
+def _served(world: World) -> TestClient:
+    """A client of what a server runs: the fast path in front of the world's application (no
+    lifespan of its own: the world's client runs the application's)."""
+    return TestClient(server_app(world.app), raise_server_exceptions=False)
 
 
 def _requests(
@@ -106,11 +102,11 @@ def test_the_fast_path_answers_as_the_route_does(world: tuple[World, TestClient]
     station = w.station_token(client, "ST-BJ-1")
     member = w.member_token(client)
     answers: dict[bool, list[tuple[str, tuple[int, str, Any]]]] = {}
+    served = _served(w)
     for on, program in ((False, "ROUTE"), (True, "FAST")):
         w.program(program, quota={"count": 2, "per": "day"}, max_quantity=2)
-        _fast_path(w, on)
         answers[on] = [
-            (what, _answer(client.post("/v1/redemptions", **kwargs), program))
+            (what, _answer((served if on else client).post("/v1/redemptions", **kwargs), program))
             for what, kwargs in _requests(w, station, member, program, program)
         ]
     statuses = {what: answer[0] for what, answer in answers[True]}
@@ -141,7 +137,7 @@ def test_only_well_formed_requests_take_the_fast_path(world: tuple[World, TestCl
         if getattr(r, "path", None) != "/v1/redemptions"
         and getattr(r, "original_router", None) is not redemption_router
     ]
-    post: Callable[..., Any] = client.post
+    post: Callable[..., Any] = _served(w).post
     redeemed = post("/v1/redemptions", json=w.redeem_body("ONCE", "a"), headers=station)
     assert redeemed.status_code == 201, redeemed.text
     assert redeemed.json()["receipt"]["entry"]
@@ -163,3 +159,23 @@ def test_only_well_formed_requests_take_the_fast_path(world: tuple[World, TestCl
         ):
             continue  # well formed: the fast path's own (judged, refused or answered)
         assert post("/v1/redemptions", **kwargs).status_code in (404, 405), what
+
+
+def test_an_unexpected_error_on_the_fast_path_is_a_problem_not_a_traceback(
+    world: tuple[World, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In front of the application, the fast path answers what FastAPI's server error
+    middleware would: 500 problem+json from the application's catch-all handler."""
+    w, client = world
+    w.program("ONCE")
+    station = w.station_token(client, "ST-BJ-1")
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(fastpath, "answer_redemption", broken)
+    answer = _served(w).post("/v1/redemptions", json=w.redeem_body("ONCE", "x"), headers=station)
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"] == "/problems/internal-error"
+    assert "boom" not in answer.text

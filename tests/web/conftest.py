@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 import keys
 from api import demo
-from api.app import create_app
+from api.app import create_app, server_app
 from api.bootstrap import init_data_dir
 from api.settings import Settings
 
@@ -68,7 +68,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     services = app.state.services
     demo.seed(services.engine, services.sequencer, services.members)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(server_app(app), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
