@@ -36,7 +36,7 @@ MEMBERS = ["m0", "m1", "m2", "m3"]
 GROUPS = ["delivery_rider", "courier", "truck_driver"]
 STATIONS = ["S1", "S2"]
 PROGRAMS = ["PA", "PB"]
-TODAY = datetime.now(UTC).date()
+TODAY = datetime.now(vs.CHINA).date()  # the China day: statistics count by it
 DAYS = [(TODAY + timedelta(days=d)).isoformat() for d in (-2, -1, 0, 1)]
 
 
