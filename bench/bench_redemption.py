@@ -2,7 +2,8 @@
 
     python -m bench redemption      # SQLite; BENCH_SECONDS, BENCH_CONCURRENCY, BENCH_SERVERS,
                                     # BENCH_ACCESS_LOG=1 (servers log each request; default off),
-                                    # BENCH_PREPARED (request bodies made before the clock)
+                                    # BENCH_PREPARED (request bodies made before the clock),
+                                    # BENCH_MEMBERS (200)
 
 The setup writes a data directory (SQLite): a small tree, stations with device keys, members
 with credentials (their holder keys stay in this process, as wallets) and a no-cost program with
@@ -52,7 +53,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 SERVERS = int(os.environ.get("BENCH_SERVERS", "2"))
 PREPARED = int(os.environ.get("BENCH_PREPARED", "25000"))  # request bodies made ahead
-MEMBERS = 200
+MEMBERS = int(os.environ.get("BENCH_MEMBERS", "200"))
 STATIONS = 8
 PROGRAM = "BENCH-WATER"
 

@@ -89,3 +89,48 @@ def test_an_unknown_benchmark_is_a_usage_error() -> None:
     assert "unknown benchmark 'no-such-bench'" in done.stderr
     assert "unions" in done.stderr
     assert done.stdout == ""
+
+
+def test_the_paired_comparison_runs_one_tree_against_itself() -> None:
+    """``python -m bench.paired`` (bench/README.md): each tree's line in each round, with a rate
+    and a CPU per redemption, and every redemption answered 201."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.paired", str(REPO)],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "BENCH_MEMBERS": "10",
+            "BENCH_PREPARED": "300",
+            "BENCH_ROUNDS": "1",
+            "BENCH_SECONDS": "1",
+            "BENCH_CONCURRENCY": "4",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = re.findall(
+        rf"([AB]): +({NUMBER}) redemptions/s  server CPU (\d+\.\d{{3}}) ms/redemption"
+        r"  not 201: (\d+)",
+        done.stdout,
+    )
+    assert [side for side, *_ in lines] == ["A", "B"], done.stdout
+    for _, rate, cpu, failed in lines:
+        assert _int(rate) > 0
+        assert float(cpu) > 0
+        assert failed == "0"
+
+
+def test_the_paired_comparison_wants_unionledger_trees() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.paired", str(REPO / "docs")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "not a UnionLedger tree" in done.stderr
