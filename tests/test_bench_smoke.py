@@ -18,9 +18,9 @@ NUMBER = r"[\d,]+"
 MS = r"\s+(\d+\.\d{2,3}) ms"
 
 
-def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, module: str = "bench", **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,
@@ -94,21 +94,14 @@ def test_an_unknown_benchmark_is_a_usage_error() -> None:
 def test_the_paired_comparison_runs_one_tree_against_itself() -> None:
     """``python -m bench.paired`` (bench/README.md): each tree's line in each round, with a rate
     and a CPU per redemption, and every redemption answered 201."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.paired", str(REPO)],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "BENCH_MEMBERS": "10",
-            "BENCH_PREPARED": "300",
-            "BENCH_ROUNDS": "1",
-            "BENCH_SECONDS": "1",
-            "BENCH_CONCURRENCY": "4",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = _run(
+        str(REPO),
+        module="bench.paired",
+        BENCH_MEMBERS="10",
+        BENCH_PREPARED="300",
+        BENCH_ROUNDS="1",
+        BENCH_SECONDS="1",
+        BENCH_CONCURRENCY="4",
     )
     assert done.returncode == 0, done.stderr
     lines = re.findall(
@@ -124,13 +117,6 @@ def test_the_paired_comparison_runs_one_tree_against_itself() -> None:
 
 
 def test_the_paired_comparison_wants_unionledger_trees() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.paired", str(REPO / "docs")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(str(REPO / "docs"), module="bench.paired")
     assert done.returncode == 2
     assert "not a UnionLedger tree" in done.stderr
