@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -338,8 +337,8 @@ async def answer_redemption(services: Any, actor: Actor, body: RedeemRequest) ->
     except r.Refused as e:  # nothing was written; the anomaly report counts it
         reason = str(e.extra.get("reason") or e.code)
         try:
-            await asyncio.wrap_future(
-                services.sequencer.submit(lambda tx: ls.note_refusal(tx, str(actor.scope), reason))
+            await services.sequencer.submit_async(
+                lambda tx: ls.note_refusal(tx, str(actor.scope), reason)
             )
         except Exception:  # the refusal itself is the answer, whatever befell the tally
             log.exception("could not count a refusal")
@@ -363,17 +362,16 @@ async def _redeem(services: Any, actor: Actor, body: RedeemRequest) -> tuple[Red
     else:
         # The batch that commits it signs a checkpoint of its end and proves its entries from
         # memory: the answer carries the receipt without an extra batch or tile reads.
-        done, receipts = await asyncio.wrap_future(
-            services.sequencer.submit_with_receipts(
-                lambda tx: services.redemptions.redeem(
-                    tx,
-                    actor,
-                    verified,
-                    program=body.program,
-                    quantity=body.quantity,
-                    key=body.idempotency_key,
-                )
-            )
+        done, receipts = await services.sequencer.submit_async(
+            lambda tx: services.redemptions.redeem(
+                tx,
+                actor,
+                verified,
+                program=body.program,
+                quantity=body.quantity,
+                key=body.idempotency_key,
+            ),
+            receipts=True,
         )
         if receipts:
             return redemption_out(services, done.row, done=done, receipt=receipts[0].to_dict()), 201

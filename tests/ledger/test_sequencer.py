@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -391,6 +392,75 @@ def test_a_command_cancelled_while_queued_is_dropped_and_the_writer_lives_on(
         lg.sequencer.close()
         lg.writer.dispose()
         lg.engine.dispose()
+
+
+def test_awaited_commands_get_results_receipts_and_errors_one_call_per_batch(
+    ledger: Ledger,
+) -> None:
+    """submit_async: each coroutine gets its command's result (with receipts if asked) or its
+    error, and a batch's results reach the event loop in one call, not one per request."""
+
+    release = threading.Event()
+
+    def hold(tx: Tx) -> str:
+        release.wait(10)  # the writer sits in this batch while the others queue
+        return "held"
+
+    def refuse(tx: Tx) -> None:
+        raise ValueError("refused")
+
+    async def main() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        calls = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        held = ledger.sequencer.submit_async(hold)
+        await asyncio.sleep(0.2)  # the writer runs hold's batch
+        appends = [
+            ledger.sequencer.submit_async(
+                lambda tx, i=i: tx.append("TestAppended", "t", {"i": i}).index, receipts=True
+            )
+            for i in range(20)
+        ]
+        refused = ledger.sequencer.submit_async(refuse)
+        release.set()
+        results = await asyncio.gather(held, *appends, refused, return_exceptions=True)
+        return results, calls
+
+    results, calls = asyncio.run(main())
+    assert results[0] == "held"
+    indexes = []
+    for value in results[1:-1]:
+        index, receipts = value  # type: ignore[misc]
+        assert verify_receipt(receipts[0], ledger.verifier).index == index
+        indexes.append(index)
+    assert indexes == list(range(20))
+    assert isinstance(results[-1], ValueError)
+    assert calls <= 3  # hold's batch, then the 21 queued meanwhile (in one or two batches)
+
+
+def test_an_awaited_command_cancelled_while_queued_is_not_run(ledger: Ledger) -> None:
+
+    release = threading.Event()
+    ran: list[int] = []
+
+    async def main() -> object:
+        held = ledger.sequencer.submit_async(lambda tx: release.wait(10))
+        await asyncio.sleep(0.2)  # the writer runs the first batch
+        queued = ledger.sequencer.submit_async(lambda tx: ran.append(1))
+        queued.cancel()  # the HTTP client left
+        release.set()
+        await held
+        return await ledger.sequencer.submit_async(lambda tx: tx.append("T", "t", {}).index)
+
+    assert asyncio.run(main()) == 0  # the writer lives on
+    assert ran == []
 
 
 def test_the_memo_starts_empty_once_it_has_grown(
