@@ -58,7 +58,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    event,
     select,
     update,
 )
@@ -114,37 +113,6 @@ budget_usage = Table(
     Column("funding_union", String(32), primary_key=True),
     Column("used", BigInteger, nullable=False),
 )
-
-
-# On SQLite a redemption's row counts itself into quota_usage and budget_usage: one statement
-# per redemption in the writer instead of three. Each statement the writer runs costs Python
-# work and a hand-over of the GIL to the HTTP thread, while it holds the cross-process write
-# lock; SQLite runs a trigger's statements in C. PostgreSQL runs _QUOTA_SQL and _BUDGET_SQL
-# from the projection (:func:`_usage_by_trigger`). A reversal subtracts explicitly on both.
-USAGE_TRIGGER = (
-    "CREATE TRIGGER IF NOT EXISTS redemptions_count_usage AFTER INSERT ON redemptions BEGIN"
-    " INSERT INTO quota_usage (member_id, program_id, period, used)"
-    " VALUES (NEW.member_id, NEW.program_id, NEW.period, NEW.quantity)"
-    " ON CONFLICT (member_id, program_id, period)"
-    " DO UPDATE SET used = quota_usage.used + excluded.used;"
-    " INSERT INTO budget_usage (program_id, funding_union, used)"
-    " VALUES (NEW.program_id, NEW.funding_union, NEW.value)"
-    " ON CONFLICT (program_id, funding_union)"
-    " DO UPDATE SET used = budget_usage.used + excluded.used;"
-    " END"
-)
-
-
-# With the table, whenever it is created (init_schema, a projection rebuild): the trigger is
-# dropped with it. The schema version (10) keeps code that writes the usage itself away.
-@event.listens_for(redemptions, "after_create")
-def _count_usage_by_trigger(_table: Table, conn: Connection, **_: Any) -> None:
-    if _usage_by_trigger(conn):
-        conn.exec_driver_sql(USAGE_TRIGGER)
-
-
-def _usage_by_trigger(conn: Connection) -> bool:
-    return conn.dialect.name == "sqlite"
 
 
 # The reads of the hot path that no batch memo can hold, as the driver's own statements:
@@ -433,8 +401,7 @@ class RedemptionsProjection:
             self.end_command(conn)  # in entry order: what follows may read them
         if type_ == "RedemptionRecorded":
             driver_execute(conn, _INSERT_SQL, _insert_row(entry.index, body, entry.time))
-            if not _usage_by_trigger(conn):
-                self._usage(conn, body, +1)
+            self._usage(conn, body, +1)
         elif type_ == "RedemptionReversed":
             row = get_redemption(conn, body["redemption"])
             if row is None or row.reversed_at is not None:
@@ -475,9 +442,8 @@ class RedemptionsProjection:
         conn.info.pop(_PENDING, None)
         sql = functools.partial(driver_sql, conn)
         conn.exec_driver_sql(sql(_INSERT_SQL), rows)
-        if not _usage_by_trigger(conn):
-            conn.exec_driver_sql(sql(_QUOTA_SQL), [(*k, n) for k, n in sorted(quota.items())])
-            conn.exec_driver_sql(sql(_BUDGET_SQL), [(*k, n) for k, n in sorted(budget.items())])
+        conn.exec_driver_sql(sql(_QUOTA_SQL), [(*k, n) for k, n in sorted(quota.items())])
+        conn.exec_driver_sql(sql(_BUDGET_SQL), [(*k, n) for k, n in sorted(budget.items())])
 
     def flush(self, conn: Connection) -> None:
         self.end_command(conn)

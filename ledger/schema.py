@@ -26,10 +26,9 @@ from sqlalchemy import (
 )
 
 SCHEMA_VERSION = (
-    "10"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline;
+    "9"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline;
     # 7: statistics; 8: stats_months, stats_cells keyed (scope, period, program);
-    # 9: stations.daily_ceiling, station_ceilings; 10: SQLite's redemptions count their usage
-    # (a trigger: code of version 9 would count it twice)
+    # 9: stations.daily_ceiling, station_ceilings
 )
 
 metadata = MetaData()

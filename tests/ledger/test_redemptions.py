@@ -57,7 +57,7 @@ from ledger.db import make_engine
 from ledger.domain import SYSTEM, Actor, Role
 from ledger.identity import synthetic_id_number
 from ledger.members import Members
-from ledger.projections import compare, default_projections, rebuild
+from ledger.projections import compare, default_projections
 from ledger.schema import init_schema, log_entries, log_head
 from ledger.sequencer import Sequencer
 from ledger.vault import PersonalData, Vault
@@ -1046,24 +1046,3 @@ def test_a_change_by_another_writer_between_batches_is_seen(machine: RedemptionM
     assert type(refused) is r.ProgramNotOpen
     # Without another writer, the memo is kept across batches and still right.
     assert type(m.attempt(m.present("courier"), "ST-SH", "MONTH", 1, "again")) is r.ProgramNotOpen
-
-
-def test_on_sqlite_each_row_counts_its_usage_once_also_after_a_rebuild(
-    machine: RedemptionMachine,
-) -> None:
-    """On SQLite a trigger of ``redemptions`` keeps quota_usage and budget_usage (docs/programs.md
-    section 4): each row counts once, a reversal subtracts, and the trigger is recreated with
-    its table when the projections are dropped and rebuilt from the chain."""
-    m = machine
-    _go(m, "courier", "WEEK", "ST-SH")
-    second = _go(m, "courier", "WEEK", "ST-SH")
-    m.reverse(second, "ST-SH")
-    assert second.reversed
-    m.tables_agree_with_the_model_and_the_limits()
-    triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-    rebuild(m.writer, default_projections())
-    with m.engine.connect() as conn:
-        assert conn.exec_driver_sql(triggers).scalars().all() == ["redemptions_count_usage"]
-    m.tables_agree_with_the_model_and_the_limits()
-    assert not isinstance(_go(m, "courier", "WEEK", "ST-SH"), r.Refused)  # the model agrees
-    assert compare(m.engine, default_projections()) == []
