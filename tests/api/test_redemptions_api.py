@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 import keys
 from api.cli import main
+from api.routes_programs import RedemptionOut
 from api.settings import ConfigError, Settings
 from ledger import members
 from ledger.domain import SYSTEM
@@ -56,9 +57,8 @@ def test_redeem_with_a_receipt_that_verifies_offline(world: tuple[World, TestCli
     w, client = world
     w.program("NAT-SUMMER")
     station = w.station_token(client, "ST-BJ-2")
-    answer = client.post(
-        "/v1/redemptions", json=w.redeem_body("NAT-SUMMER", "k-1"), headers=station
-    )
+    request = w.redeem_body("NAT-SUMMER", "k-1")
+    answer = client.post("/v1/redemptions", json=request, headers=station)
     assert answer.status_code == 201, answer.text
     body = answer.json()
     assert (body["member_id"], body["value"], body["remaining"]) == (w.member_id, 5000, 0)
@@ -67,6 +67,14 @@ def test_redeem_with_a_receipt_that_verifies_offline(world: tuple[World, TestCli
         "110105-0001",
         "110105-0001",
     )
+    # Written without the model (orjson), the answer is byte for byte what the model writes.
+    assert RedemptionOut.model_validate_json(answer.content).model_dump_json() == answer.text
+    retried = client.post("/v1/redemptions", json=request, headers=station)
+    assert retried.status_code == 200  # the earlier answer, from the model
+    assert {**retried.json(), "repeated": False, "receipt": None, "remaining": 0} == {
+        **body,
+        "receipt": None,
+    }
     receipt = Receipt.from_json(json.dumps(body["receipt"]))
     entry, checkpoint = verify_entry_receipt(receipt, w.services.log_verifier())
     assert entry.type == "RedemptionRecorded"
