@@ -412,9 +412,10 @@ class Sequencer:
                     stopping = True
                 else:
                     batch.append(item)  # type: ignore[arg-type]
-            # Running now: from here a caller can no longer cancel (Future.cancel is False), so
-            # every future below is resolved exactly once. One cancelled before (an HTTP
-            # client gone while it waited in the queue) is dropped unrun.
+            # Running now: from here a concurrent future can no longer be cancelled
+            # (Future.cancel is False), so each is resolved exactly once; an awaited one
+            # (submit_async) still can be, and is then left alone. One cancelled before (an
+            # HTTP client gone while it waited in the queue) is dropped unrun.
             batch = [r for r in batch if r.start()]
             self._run(batch, final=stopping)
 
