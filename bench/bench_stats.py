@@ -360,24 +360,26 @@ class Generator:
                 self.entry_index += 1
                 found = vs.effect(entry, ctx)
                 assert found is not None
-                for key, counts in found.cells:
-                    target = held if key[0] in held_scopes else local
-                    cell = target.get(key)
-                    if cell is None:
-                        target[key] = list(counts)
-                    else:
-                        target[key] = [a + b for a, b in zip(cell, counts, strict=True)]
-                for seen_key, scopes in found.seen:
-                    if seen_key in seen:
-                        continue
-                    seen.add(seen_key)
-                    _, prog, period, _ = seen_key
-                    for scope in scopes:
-                        k = (scope, prog, period)
-                        if scope in held_scopes:
-                            held_m[k] = held_m.get(k, 0) + 1
+                for keys, counts in found.cells:
+                    for key in keys:
+                        target = held if key[0] in held_scopes else local
+                        cell = target.get(key)
+                        if cell is None:
+                            target[key] = list(counts)
                         else:
-                            local_m[k] = local_m.get(k, 0) + 1
+                            target[key] = [a + b for a, b in zip(cell, counts, strict=True)]
+                for seen_keys, scopes in found.seen:
+                    for seen_key in seen_keys:
+                        if seen_key in seen:
+                            continue
+                        seen.add(seen_key)
+                        _, prog, period, _ = seen_key
+                        for scope in scopes:
+                            k = (scope, prog, period)
+                            if scope in held_scopes:
+                                held_m[k] = held_m.get(k, 0) + 1
+                            else:
+                                local_m[k] = local_m.get(k, 0) + 1
                 bk = (program, funding)
                 self.budget[bk] = self.budget.get(bk, 0) + value
                 baseline.append((home, program, station, day, member, quantity, value))

@@ -213,8 +213,13 @@ class StatsProjection:
 
     def __init__(self) -> None:
         self._ctx = _SqlContext()
-        self._cells: dict[vs.Key, dict[vs.Counts, int]] = {}
-        self._seen: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+        # How often the batch added each (keys, counts) group, spread over its keys in flush:
+        # the events of one station's day share their keys, so an event costs one increment
+        # here instead of one per cell (about 20).
+        self._cells: dict[tuple[tuple[vs.Key, ...], vs.Counts], int] = {}
+        # Each group of seen keys with the scopes it first came with (insertion order: the
+        # first scopes of a key win, as when the keys were taken one by one).
+        self._seen: dict[tuple[tuple[str, str, str, str], ...], tuple[str, ...]] = {}
 
     def apply(self, conn: Connection, entry: Entry) -> None:
         self._ctx.saw(entry)
@@ -223,15 +228,11 @@ class StatsProjection:
         if found is None:
             return
         cells = self._cells
-        for key, counts in found.cells:  # how often each counts tuple: summed in flush
-            tally = cells.get(key)
-            if tally is None:
-                cells[key] = {counts: 1}
-            else:
-                tally[counts] = tally.get(counts, 0) + 1
+        for group in found.cells:
+            cells[group] = cells.get(group, 0) + 1
         setdefault = self._seen.setdefault
-        for seen_key, scopes in found.seen:
-            setdefault(seen_key, scopes)
+        for seen_keys, scopes in found.seen:
+            setdefault(seen_keys, scopes)
 
     def use_memo(self, memo: dict[Any, Any]) -> None:
         """Keep the union chains and group spans read in the sequencer's memo (the sequencer
@@ -244,8 +245,20 @@ class StatsProjection:
         self._ctx.clear()
 
     def flush(self, conn: Connection) -> None:
-        tallies, seen = self._cells, self._seen
+        groups, seen_groups = self._cells, self._seen
         self._cells, self._seen = {}, {}
+        tallies: dict[vs.Key, dict[vs.Counts, int]] = {}
+        for (keys, counts), n in groups.items():
+            for key in keys:
+                tally = tallies.get(key)
+                if tally is None:
+                    tallies[key] = {counts: n}
+                else:
+                    tally[counts] = tally.get(counts, 0) + n
+        seen: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+        for seen_keys, scopes in seen_groups.items():
+            for seen_key in seen_keys:
+                seen.setdefault(seen_key, scopes)
         cells = {key: _summed(tally) for key, tally in tallies.items()}
         self._ctx.clear()  # another process may move a union before our next batch
         added = _new_members(conn, seen)

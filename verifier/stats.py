@@ -141,11 +141,16 @@ class Context(Protocol):
 
 @dataclass(slots=True)
 class Effect:
-    """What one entry adds: counts per cell, and the (anchor, program, period, member) keys
-    that add one distinct member to ``scopes`` the first time each is seen."""
+    """What one entry adds: ``cells``, pairs (keys, counts) where ``counts`` is added to every
+    cell of ``keys``; and ``seen``, pairs (seen keys, scopes): each (anchor, program, period,
+    member) key of ``seen keys`` adds one distinct member to every scope of ``scopes`` the first
+    time it is seen. Grouped so that a projection can count the events of a batch per group
+    (the events of one station's day share their keys) and spread the sums once."""
 
-    cells: list[tuple[Key, Counts]] = field(default_factory=list)
-    seen: list[tuple[tuple[str, str, str, str], tuple[str, ...]]] = field(default_factory=list)
+    cells: list[tuple[tuple[Key, ...], Counts]] = field(default_factory=list)
+    seen: list[tuple[tuple[tuple[str, str, str, str], ...], tuple[str, ...]]] = field(
+        default_factory=list
+    )
 
 
 _FIELD_AT = {name: i for i, name in enumerate(FIELDS)}
@@ -208,7 +213,7 @@ def _member_cells(
     chain = tuple(ctx.ancestors(home))
     groups = tuple(sorted(set(ctx.groups(member, day))))
     keys = _cell_keys(chain, program, home=home, station=station, day=day, groups=groups, pair=pair)
-    effect.cells.extend([(key, counts) for key in keys])
+    effect.cells.append((keys, counts))
     return chain
 
 
@@ -236,15 +241,30 @@ def effect(entry: Entry, ctx: Context) -> Effect | None:
             counts=counts,
             pair=(b["funding"], b["operating"]),
         )
-        member = b["member"]
+        member, program = b["member"], b["program"]
         home_scopes = _home_scopes(b["home"], chain)
         anchor, station_scope = f"H:{b['home']}", f"S:{b['station']}"
-        only_station = (station_scope,)
-        seen = out.seen
-        for program in (b["program"], ALL_PROGRAMS):
-            for period in (day[:7], day[:4]):  # month(day), year(day)
-                seen.append(((anchor, program, period, member), home_scopes))
-                seen.append(((station_scope, program, period, member), only_station))
+        month_, year = day[:7], day[:4]
+        out.seen = [
+            (
+                (
+                    (anchor, program, month_, member),
+                    (anchor, program, year, member),
+                    (anchor, ALL_PROGRAMS, month_, member),
+                    (anchor, ALL_PROGRAMS, year, member),
+                ),
+                home_scopes,
+            ),
+            (
+                (
+                    (station_scope, program, month_, member),
+                    (station_scope, program, year, member),
+                    (station_scope, ALL_PROGRAMS, month_, member),
+                    (station_scope, ALL_PROGRAMS, year, member),
+                ),
+                (station_scope,),
+            ),
+        ]
         return out
     if t == "RedemptionReversed":
         posted = ctx.reversed_by(int(b["redemption"]), entry.index)
@@ -279,7 +299,7 @@ def effect(entry: Entry, ctx: Context) -> Effect | None:
         return out
     if t == "OfflineRecordRefused":
         day = china_day(entry.time)
-        return Effect(cells=[((f"S:{b['station']}", "", day), _counts(refused=1))])
+        return Effect(cells=[(((f"S:{b['station']}", "", day),), _counts(refused=1))])
     return None
 
 
@@ -393,21 +413,23 @@ class Recompute:
         return self
 
     def _add(self, found: Effect) -> None:
-        for key, counts in found.cells:
-            cell = self.cells.get(key)
-            if cell is None:
-                self.cells[key] = list(counts)
-            else:
-                for i, c in enumerate(counts):
-                    cell[i] += c
-        for seen_key, scopes in found.seen:
-            if seen_key in self._seen:
-                continue
-            self._seen.add(seen_key)
-            _, program, period, _ = seen_key
-            for scope in scopes:
-                k = (scope, program, period)
-                self.members[k] = self.members.get(k, 0) + 1
+        for keys, counts in found.cells:
+            for key in keys:
+                cell = self.cells.get(key)
+                if cell is None:
+                    self.cells[key] = list(counts)
+                else:
+                    for i, c in enumerate(counts):
+                        cell[i] += c
+        for seen_keys, scopes in found.seen:
+            for seen_key in seen_keys:
+                if seen_key in self._seen:
+                    continue
+                self._seen.add(seen_key)
+                _, program, period, _ = seen_key
+                for scope in scopes:
+                    k = (scope, program, period)
+                    self.members[k] = self.members.get(k, 0) + 1
 
     def _track(self, entry: Entry) -> None:
         t, b = entry.type, entry.body
