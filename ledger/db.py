@@ -71,23 +71,27 @@ class WriterQueue:
     def __init__(self, engine: Engine) -> None:
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         self._path = None if database in (None, "", ":memory:") else Path(f"{database}-writer.lock")
-        self._fd: int | None = None
+        self._fd: int | None = None  # the lock file, opened once, kept open between batches
+        self._held = False
 
     def __enter__(self) -> WriterQueue:
         if self._path is not None:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._held = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._held and self._fd is not None:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file (the lock, if held, goes with it)."""
         if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # releases the lock
+            fd, self._fd, self._held = self._fd, None, False
+            os.close(fd)
 
 
 def make_engine(url: str | URL, *, writer: bool = False, **kwargs: Any) -> Engine:

@@ -21,13 +21,10 @@ from sqlalchemy import (
     Engine,
     String,
     Table,
-    bindparam,
     select,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ledger.db import driver_sql
 from ledger.schema import log_entries, projection_metadata
 from verifier.entry import Entry, parse_entry
 
@@ -72,10 +69,11 @@ event_counts = Table(
 )
 
 
+# One upsert per type a batch appended (SQLite and PostgreSQL spell it alike), on the driver's
+# cursor: once per batch on the hot path, where SQLAlchemy's statement handling cost more.
 _ADD_COUNT = (
-    update(event_counts)
-    .where(event_counts.c.type == bindparam("t"))
-    .values(count=event_counts.c.count + bindparam("n"))
+    "INSERT INTO proj_event_counts (type, count) VALUES (?, ?)"
+    " ON CONFLICT (type) DO UPDATE SET count = proj_event_counts.count + excluded.count"
 )
 
 
@@ -101,18 +99,9 @@ class EventCounts:
 
     def flush(self, conn: Connection) -> None:
         pending, self._pending = self._pending, {}
-        for type_, n in sorted(pending.items()):
-            if conn.execute(_ADD_COUNT, {"t": type_, "n": n}).rowcount == 0:
-                insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-                excluded = insert(event_counts).excluded
-                conn.execute(
-                    insert(event_counts)
-                    .values(type=type_, count=n)
-                    .on_conflict_do_update(
-                        index_elements=["type"],
-                        set_={"count": event_counts.c.count + excluded.count},
-                    )
-                )
+        if pending:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.executemany(driver_sql(conn, _ADD_COUNT), sorted(pending.items()))
 
 
 def default_projections() -> list[Projection]:

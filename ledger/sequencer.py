@@ -43,7 +43,7 @@ from ledger.db import WriterQueue, driver_execute, driver_sql
 from ledger.errors import CommandFailed, LedgerClosed, LedgerError
 from ledger.log import HASH_SIZE
 from ledger.projections import EventCounts, Projection
-from ledger.schema import log_checkpoints, log_head
+from ledger.schema import log_checkpoints
 from verifier.checkpoint import Checkpoint, sign_checkpoint
 from verifier.entry import Entry, format_entry_time, make_entry
 from verifier.merkle import (
@@ -287,6 +287,9 @@ class Sequencer:
     ) -> None:
         self.engine = engine
         self._writers = WriterQueue(engine)  # other processes' writers on a SQLite file
+        # The chain head, read first in every batch: SQLite's writer holds the whole file from
+        # BEGIN IMMEDIATE; PostgreSQL locks the head's row until the commit.
+        self._head_sql = _HEAD_SQL + (" FOR UPDATE" if engine.dialect.name == "postgresql" else "")
         # Tx.memoised's reads, valid while the memo epoch is the one our last batch left.
         self._memo: dict[Hashable, Any] = {}
         self._memo_epoch: int | None = None
@@ -376,6 +379,7 @@ class Sequencer:
             self._closed = True
             self._queue.put(_STOP)
             self._thread.join()
+            self._writers.close()
 
     def __enter__(self) -> Sequencer:
         return self
@@ -533,17 +537,20 @@ class Sequencer:
         outcomes: dict[int, _Outcome] = {}
         receipts = None
         with self.engine.begin() as conn:
-            head = conn.execute(select(log_head).where(log_head.c.id == 1).with_for_update()).one()
-            old_size = int(head.size)
+            # size, last_hash, last_time, frontier (locked for update on PostgreSQL)
+            size, last_hash, last_time, frontier = driver_execute(
+                conn, self._head_sql, ()
+            ).fetchone()
+            old_size = int(size)
             epoch = self._epoch(conn, old_size)
             # Another writer changed what it holds, or it grew (per-member reads are in it too):
             if epoch != self._memo_epoch or len(self._memo) > MEMO_LIMIT:
                 self._memo.clear()
             state = _BatchState(
                 old_size,
-                bytes(head.last_hash),
-                head.last_time,
-                CompactRange.from_bytes(old_size, bytes(head.frontier)),
+                bytes(last_hash),
+                last_time,
+                CompactRange.from_bytes(old_size, bytes(frontier)),
                 self._memo,
             )
             for request in pending:
@@ -565,7 +572,7 @@ class Sequencer:
                 epoch = self._epoch(conn, state.size)
             # else: only events the epoch does not count were appended; it is what it was
             wanted = [r for r in pending if r.receipts and outcomes[id(r)].error is None]
-            before = CompactRange.from_bytes(old_size, bytes(head.frontier)) if wanted else None
+            before = CompactRange.from_bytes(old_size, bytes(frontier)) if wanted else None
             if state.entries:
                 self._write(conn, state, old_size)
             note = self._maybe_checkpoint(
@@ -582,7 +589,7 @@ class Sequencer:
         that other writers' redemptions keep it), else the chain's size."""
         if not self._counts:
             return size
-        return int(conn.exec_driver_sql(_MEMO_EPOCH_SQL).scalar_one())
+        return int(driver_execute(conn, _MEMO_EPOCH_SQL, ()).fetchone()[0])
 
     @staticmethod
     def _receipts(
@@ -675,6 +682,7 @@ def _transient(error: DBAPIError) -> bool:
     )
 
 
+_HEAD_SQL = "SELECT size, last_hash, last_time, frontier FROM log_head WHERE id = 1"
 _INSERT_ENTRY = "INSERT INTO log_entries (idx, data) VALUES (?, ?)"
 _INSERT_CHECKPOINT = (
     "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?)"

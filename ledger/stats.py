@@ -248,13 +248,13 @@ class StatsProjection:
         groups, seen_groups = self._cells, self._seen
         self._cells, self._seen = {}, {}
         tallies: dict[vs.Key, dict[vs.Counts, int]] = {}
-        for (keys, counts), n in groups.items():
+        for (keys, added_counts), n in groups.items():
             for key in keys:
                 tally = tallies.get(key)
                 if tally is None:
-                    tallies[key] = {counts: n}
+                    tallies[key] = {added_counts: n}
                 else:
-                    tally[counts] = tally.get(counts, 0) + n
+                    tally[added_counts] = tally.get(added_counts, 0) + n
         seen: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
         for seen_keys, scopes in seen_groups.items():
             for seen_key in seen_keys:
