@@ -120,3 +120,26 @@ def test_the_paired_comparison_wants_unionledger_trees() -> None:
     done = _run(str(REPO / "docs"), module="bench.paired")
     assert done.returncode == 2
     assert "not a UnionLedger tree" in done.stderr
+
+
+def test_the_sync_benchmark_runs_small_and_prints_every_figure() -> None:
+    """``python -m bench sync`` with 400 records and one server: the reference rates, the
+    writer's floor, every record accepted over HTTP, the servers' CPU and the ratios."""
+    done = _run("sync", BENCH_SYNC_RECORDS="400", BENCH_SERVERS="1")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    out = done.stdout
+    for label in ("raw Ed25519 verify", "verify_record     ", "floor of a sync's writer"):
+        found = re.search(rf"{re.escape(label)} \(.*\): +({NUMBER}) records/s", out)
+        assert found, out
+        assert _int(found.group(1)) > 0
+    synced = re.search(
+        rf"sync over HTTP \(1 server\(s\), 8 devices, batches of 1000\): 400 records in"
+        rf" \d+\.\d s = +({NUMBER}) accepted records/s .*answers: (\{{.*\}})",
+        out,
+    )
+    assert synced, out
+    assert _int(synced.group(1)) > 0
+    assert synced.group(2) == "{'accepted': 400, 'conflict': 0, 'refused': 0, 'duplicate': 0}"
+    assert re.search(rf"servers' CPU: {NUMBER} us per accepted record", out), out
+    assert re.search(r"/ the writer's floor: \d+\.\d\d +\(target: >= 20,000/s\)", out), out
