@@ -237,7 +237,7 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
                 claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
                 digest = hashlib.sha256(token.encode("ascii")).digest()
                 if claims["prev"] != prev or claims["seq"] != seq + 1:
-                    raise AssertionError("the bench's chains are unbroken")
+                    raise AssertionError("a chain made by _chains is broken: the floor cannot run")
                 prev, seq = base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), seq + 1
                 if claims["presentation"] in used:
                     continue
