@@ -28,8 +28,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures are
+# built once. `make pytest JOBS=0` runs in this process (for a debugger or -x).
+JOBS ?= auto
 pytest: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
