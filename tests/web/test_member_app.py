@@ -298,10 +298,12 @@ def read_qr(png: bytes) -> tuple[str, int, bytes]:
     import zxingcpp  # a dev dependency: real QR decoding, never skipped
 
     width, height, grey = png_grey(png)
-    found = zxingcpp.read_barcodes(memoryview(grey).cast("B", (height, width)))
-    # One symbol. A full run once got two results from one screenshot (not kept: the same
-    # code found twice, or two codes mid-render?); the same code twice is still one code,
-    # two different ones still fail here.
+    # QR codes only, as a station's scanner is set: over all formats, zxing once also read a
+    # Codabar symbol ("D$30A") out of the QR code's modules in a screenshot. One symbol: the
+    # same code found twice is still one code, two different ones fail here.
+    found = zxingcpp.read_barcodes(
+        memoryview(grey).cast("B", (height, width)), formats=zxingcpp.BarcodeFormat.QRCode
+    )
     assert len({(b.text, b.format) for b in found}) == 1, f"{len(found)} QR codes found"
     assert found[0].format == zxingcpp.BarcodeFormat.QRCode
     assert found[0].ec_level == "Q"
