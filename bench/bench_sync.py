@@ -14,7 +14,10 @@ JWS, verifier.station.sign_record) and measures, in the same run:
   decode the record, check its chain link and replay, count its quota, make its entry's
   canonical bytes and hashes, write the entry, ``redemptions``, ``offline_records`` and
   ``quota_usage`` rows, commit per 1,000; no signatures, no statistics, no real judging; one
-  core). The sync's writer is the serial part; this says how far it is from its floor;
+  core). The sync's writer is the serial part; this says how far it is from its floor. The
+  same loop again with one entry per 200 records instead of one per record (what a batch event
+  such as DESIGN's ``OfflineBatchSynced`` would cost; the ``redemptions`` and
+  ``offline_records`` rows stay one per record): how much of the floor the entries are;
 - sync: ``unionledger serve`` in BENCH_SERVERS subprocesses on the same SQLite file (their
   writers take turns: ``ledger.db.WriterQueue``), one client thread per device uploading its
   chain to one of them in batches of 1,000 (``POST /v1/stations/{id}/sync``), every record
@@ -211,10 +214,11 @@ def _raw_rates(
     return bare, full
 
 
-def _floor(chains: dict[str, list[str]], path: Path) -> float:
+def _floor(chains: dict[str, list[str]], path: Path, per_entry: int = 1) -> float:
     """Records per second, on one core, of the least per-record work a sync's writer could do
     in Python on a SQLite file (WAL, synchronous FULL) with the real tables and indexes: see
-    the module docstring. Every record is taken as accepted."""
+    the module docstring. Every record is taken as accepted. ``per_entry`` records share one
+    entry (its body lists them)."""
     engine = create_engine(f"sqlite:///{path}")
     for table in (log_entries, redemptions, offline_records, quota_usage):
         table.create(engine)
@@ -222,7 +226,7 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    index, prev_entry = 0, bytes(32)
+    index, redemption, prev_entry = 0, 0, bytes(32)
     used: set[str] = set()
     quota: dict[tuple[str, str], int] = {}
     busy = 0.0
@@ -231,7 +235,7 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
         for i in range(0, len(tokens), BATCH):
             start = time.thread_time()
             db.execute("BEGIN IMMEDIATE")
-            entries, rows, offline, touched = [], [], [], set()
+            entries, rows, offline, touched, items = [], [], [], set(), []
             for token in tokens[i : i + BATCH]:
                 payload = token.split(".")[1]
                 claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -245,25 +249,15 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
                 key = (claims["member"], claims["program"])
                 quota[key] = quota.get(key, 0) + claims["quantity"]
                 touched.add(key)
-                body = {**claims, "kid": "k", "record": prev, "operating": "X", "funding": "Y"}
-                data = orjson.dumps(
-                    {
-                        "actor": f"station:{station}",
-                        "body": body,
-                        "index": index,
-                        "prev": prev_entry.hex(),
-                        "time": "2026-12-06T10:00:00.000000Z",
-                        "type": "OfflineRedemptionRecorded",
-                        "v": 1,
-                    },
-                    option=orjson.OPT_SORT_KEYS,
+                items.append(
+                    {**claims, "kid": "k", "record": prev, "operating": "X", "funding": "Y"}
                 )
-                prev_entry = hashlib.sha256(data).digest()
-                hashlib.sha256(b"\0" + data).digest()  # the Merkle leaf
-                entries.append((index, data))
+                if len(items) == per_entry:
+                    prev_entry = _floor_entry(entries, index, station, items, prev_entry)
+                    index += 1
                 rows.append(
                     (
-                        index,
+                        redemption,
                         claims["program"],
                         1,
                         claims["member"],
@@ -281,7 +275,7 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
                 )
                 offline.append(
                     (
-                        index,
+                        redemption,
                         station,
                         "k",
                         seq,
@@ -296,6 +290,9 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
                         "time",
                     )
                 )
+                redemption += 1
+            if items:
+                prev_entry = _floor_entry(entries, index, station, items, prev_entry)
                 index += 1
             db.executemany("INSERT INTO log_entries (idx, data) VALUES (?, ?)", entries)
             db.executemany(_FLOOR_REDEMPTION, rows)
@@ -305,6 +302,34 @@ def _floor(chains: dict[str, list[str]], path: Path) -> float:
             busy += time.thread_time() - start
     db.close()
     return sum(len(t) for t in chains.values()) / busy
+
+
+def _floor_entry(
+    entries: list[tuple[int, bytes]],
+    index: int,
+    station: str,
+    items: list[dict[str, Any]],
+    prev: bytes,
+) -> bytes:
+    """Make the floor's entry ``index`` (canonical bytes, its hash, its Merkle leaf) of
+    ``items``, then empty them; the entry's hash."""
+    body = items[0] if len(items) == 1 else {"records": list(items)}
+    data = orjson.dumps(
+        {
+            "actor": f"station:{station}",
+            "body": body,
+            "index": index,
+            "prev": prev.hex(),
+            "time": "2026-12-06T10:00:00.000000Z",
+            "type": "OfflineRedemptionRecorded" if len(items) == 1 else "OfflineBatchSynced",
+            "v": 1,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    hashlib.sha256(b"\0" + data).digest()  # the Merkle leaf
+    entries.append((index, data))
+    items.clear()
+    return hashlib.sha256(data).digest()
 
 
 _FLOOR_REDEMPTION = (
@@ -355,6 +380,8 @@ def run() -> None:
     print(f"verify_record      (this process, 1 core): {full:>10,.0f} records/s")
     floor = _floor(chains, folder / "floor.db")
     print(f"floor of a sync's writer (one core):        {floor:>10,.0f} records/s")
+    batched = _floor(chains, folder / "floor-batched.db", per_entry=200)
+    print(f"  the same, one entry per 200 records:      {batched:>10,.0f} records/s")
     ports = [_free_port() for _ in range(SERVERS)]
     servers = [_serve(settings, port, 2000) for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]

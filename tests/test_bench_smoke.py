@@ -133,6 +133,9 @@ def test_the_sync_benchmark_runs_small_and_prints_every_figure() -> None:
         found = re.search(rf"{re.escape(label)} \(.*\): +({NUMBER}) records/s", out)
         assert found, out
         assert _int(found.group(1)) > 0
+    batched = re.search(rf"the same, one entry per 200 records: +({NUMBER}) records/s", out)
+    assert batched, out
+    assert _int(batched.group(1)) > 0
     synced = re.search(
         rf"sync over HTTP \(1 server\(s\), 8 devices, batches of 1000\): 400 records in"
         rf" \d+\.\d s = +({NUMBER}) accepted records/s .*answers: (\{{.*\}})",
