@@ -654,17 +654,17 @@ def program_names(conn: Connection) -> dict[str, str]:
 def budgets_funded(conn: Connection, code: str) -> list[dict[str, Any]]:
     """The budgets the union funds, by the latest version of each program: the unallocated
     part of its own programs and what a program above allocated to it, with what was used
-    (net of reversals)."""
+    (net of reversals). What counts as used is what the redemption check counts
+    (docs/programs.md section 7): an allocation's own spending; for the owner, the spending of
+    every funding union that holds no allocation in that version, its own and that of
+    allocations a revision removed."""
     from ledger import programs as p  # noqa: PLC0415  (programs imports redemptions)
 
-    used = {
-        r.program_id: int(r.used)
-        for r in conn.execute(
-            select(budget_usage.c.program_id, budget_usage.c.used).where(
-                budget_usage.c.funding_union == code
-            )
-        )
-    }
+    spent_by: dict[str, dict[str, int]] = {}
+    for program_id, funding, amount in conn.execute(
+        select(budget_usage.c.program_id, budget_usage.c.funding_union, budget_usage.c.used)
+    ):
+        spent_by.setdefault(program_id, {})[funding] = int(amount)
     out = []
     for program_id, owner in conn.execute(
         select(p.programs.c.program_id, p.programs.c.owner).order_by(p.programs.c.program_id)
@@ -673,13 +673,15 @@ def budgets_funded(conn: Connection, code: str) -> list[dict[str, Any]]:
         rules = history[-1].rules if history else None
         if rules is None or rules.budget is None:
             continue
+        used = spent_by.get(program_id, {})
         if owner == code:
             allocated = rules.budget - sum(rules.allocations.values())
+            spent = sum(v for u, v in used.items() if u not in rules.allocations)
         elif code in rules.allocations:
             allocated = rules.allocations[code]
+            spent = used.get(code, 0)
         else:
             continue
-        spent = used.get(program_id, 0)
         out.append(
             {
                 "program": program_id,

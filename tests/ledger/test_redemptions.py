@@ -982,6 +982,36 @@ def test_allocations_fund_their_subtree_and_run_out_alone(machine: RedemptionMac
     assert _go(m, "courier", "DAY", "ST-SH", 2).funding == "100000"  # the owner's 300 remain
 
 
+def test_what_a_removed_allocation_spent_counts_against_the_owner(
+    machine: RedemptionMachine,
+) -> None:
+    """A revision that drops an allocation leaves its spending on the owner's unallocated part:
+    the redemption check counts it (docs/programs.md section 7), and so do the statistics'
+    budgets (``ledger.stats.budgets_funded``)."""
+    m = machine
+    assert _go(m, "rider", "DAY", "ST-BJ", 2).funding == "110000"  # 200 of its 200
+    owner, rules = PROGRAMS["DAY"]
+    m.sequencer.execute(
+        lambda tx: programs.revise_program(
+            tx, SYSTEM, program="DAY", rules={**rules, "allocations": {}}
+        )
+    )
+
+    def budgets(union: str) -> dict[str, dict[str, int]]:
+        with m.engine.connect() as conn:
+            return {b["program"]: b for b in ledger_stats.budgets_funded(conn, union)}
+
+    assert budgets(owner)["DAY"] == {"program": "DAY", "allocated": 500, "used": 200, "left": 300}
+    assert "DAY" not in budgets("110000")  # it funds nothing of DAY any more
+    done = m.attempt(m.present("courier"), "ST-SH", "DAY", 2, "after-revision-1")
+    assert isinstance(done, r.Redeemed)
+    assert done.row.funding_union == owner
+    assert budgets(owner)["DAY"]["left"] == 100
+    refused = m.attempt(m.present("trucker"), "ST-TD", "DAY", 2, "after-revision-2")
+    assert type(refused) is r.BudgetExhausted  # the check and the figures agree: 100 left
+    assert refused.extra == {"funding_union": owner, "left": 100}
+
+
 def test_the_reversal_window_is_thirty_minutes(machine: RedemptionMachine) -> None:
     m = machine
     first = _go(m, "courier", "WEEK", "ST-SH")
