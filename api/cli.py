@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -470,11 +470,12 @@ def cmd_member_qr(args: argparse.Namespace) -> int:
         from ledger.db import make_engine  # noqa: PLC0415
 
         engine = make_engine(settings.database_url)
+        # The exact time, as the server judges: keys.utc_now() is cut to the second, so a
+        # version made earlier in this same second would not be in force yet.
+        exact = datetime.now(UTC)
         try:
             with engine.connect() as conn:
-                version = programs.version_at(
-                    conn, args.program, programs.format_time(keys.utc_now())
-                )
+                version = programs.version_at(conn, args.program, programs.format_time(exact))
         finally:
             engine.dispose()
         if version is None:

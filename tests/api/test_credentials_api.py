@@ -21,7 +21,7 @@ from api.bootstrap import init_data_dir
 from api.cli import main
 from api.settings import Settings
 from ledger import credentials as c
-from ledger import unions
+from ledger import programs, unions
 from ledger.accounts import PasswordCost, create_account
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
@@ -353,6 +353,24 @@ def test_cli_member_qr_is_a_development_wallet(
     assert check(env, capsys.readouterr().out.strip()).groups == frozenset()
     assert len(env.entries("CredentialIssued")) == 1
     assert main([*base, env.member_id, "--program", "NO-SUCH-PROGRAM"]) == 2
+    # A program made this very second is in force for the wallet as for the server (the
+    # wallet once judged at a time cut to the second, before the version's effective time).
+    today = keys.utc_now().astimezone(programs.CHINA).date()
+    rules = {
+        "name": "骑手茶饮",
+        "kind": "targeted",
+        "period": {"from": today.isoformat(), "until": (today + timedelta(days=30)).isoformat()},
+        "quota": {"count": 1, "per": "program"},
+        "unit_value": 0,
+        "eligibility": {"groups_any": ["delivery_rider"]},
+    }
+    env.services.sequencer.execute(
+        lambda tx: programs.create_program(
+            tx, SYSTEM, program="RIDER-TEA", owner="110000", rules=rules
+        )
+    )
+    assert main([*base, env.member_id, "--program", "RIDER-TEA"]) == 0
+    assert check(env, capsys.readouterr().out.strip()).groups == frozenset({"delivery_rider"})
     assert main([*base, env.member_id, "--disclose", "courier"]) == 2
     assert "no group courier" in capsys.readouterr().err
     assert main([*base, "AAAAAAAAAAAAAAAAAAAAAA", "--renew"]) == 1  # no such member
