@@ -4,13 +4,13 @@ the database, unlocks the keyring and wires the routes."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 import keys
@@ -31,6 +31,7 @@ from api import (
 from api.bootstrap import ensure_secrets
 from api.deps import Services, ServicesDep, log_signer
 from api.fastpath import RedemptionFastPath
+from api.keywatch import KeyringWatcher
 from api.settings import ConfigError, Settings, package_version
 from ledger.credentials import Credentials
 from ledger.db import make_engine
@@ -49,6 +50,38 @@ def server_app(app: FastAPI) -> RedemptionFastPath:
     """The ASGI application a server runs for ``app``: the redemption fast path in front of it
     (api/fastpath.py); every request it does not answer goes on to ``app``."""
     return RedemptionFastPath(app)
+
+
+def _lifespan(
+    services: Services, writer_engine: Engine
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the keyring watcher runs while it serves (`keys rotate|revoke` take
+    effect without a restart); at the end the writer and the engines close."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        assert services.watcher is not None
+        services.watcher.start()
+        yield
+        services.watcher.stop()
+        services.sequencer.close()
+        writer_engine.dispose()
+        services.engine.dispose()
+
+    return lifespan
+
+
+def _watcher(
+    services: Services, store: keys.KeyStore, passphrase: str, live: list[keys.Keyring]
+) -> KeyringWatcher:
+    """The keyring watcher: a changed keyring file replaces ``live[0]`` (the checkpoint
+    signer's) and every service's keyring."""
+
+    def use_keyring(ring: keys.Keyring) -> None:
+        live[0] = ring
+        services.use_keyring(ring)
+
+    return KeyringWatcher(store, passphrase, use_keyring)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -80,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     writer_engine = make_engine(settings.database_url, writer=True)
     log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint
+    live = [keyring]  # what the checkpoint signer reads; the watcher replaces it (below)
     members = Members(Vault.from_keyring(keyring), keyring.secret("member-pseudonym"))
     credentials = Credentials(keyring, members)
     members.change_hooks.append(credentials.on_member_change)  # re-issue or revoke
@@ -91,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         sequencer=Sequencer(
             writer_engine,
             origin=settings.log_origin,
-            signer=lambda: log_signer(settings, keyring),
+            signer=lambda: log_signer(settings, live[0]),  # the keyring of the moment
             projections=default_projections(),
             max_batch=settings.max_batch,
         ),
@@ -104,13 +138,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     assert services.auth is not None
     services.auth.directory = auth.MembersDirectory(members)  # one-time codes to their phone
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        services.sequencer.close()
-        writer_engine.dispose()
-        engine.dispose()
+    services.watcher = _watcher(services, store, passphrase, live)
+    lifespan = _lifespan(services, writer_engine)
 
     app = FastAPI(
         title="UnionLedger",

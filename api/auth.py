@@ -366,6 +366,13 @@ class AuthService:
         except Exception:  # every refusal; the fallback path meets it again and answers
             return None
 
+    def use_keyring(self, keyring: keys.Keyring) -> None:
+        """Sign and verify with ``keyring`` from now on (api/keywatch.py), forgetting every token
+        verified with the keys before: a token of a key revoked meanwhile is judged again."""
+        with self._verified_lock:
+            self.keyring = keyring
+            self._verified_tokens.clear()
+
     def _signed_claims(self, token: str) -> dict[str, Any]:
         """Steps 1-3 (form, key, signature) of :meth:`_verify`, remembered per token: a station
         presents the same access token for minutes, and its signature is all that is costly.

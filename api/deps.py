@@ -19,6 +19,7 @@ from verifier.note import NoteSigner, NoteVerifier
 
 if TYPE_CHECKING:  # api.auth imports this module
     from api.auth import AuthService
+    from api.keywatch import KeyringWatcher
 
 
 @dataclass
@@ -34,6 +35,15 @@ class Services:
     credentials: Credentials
     redemptions: Redemptions
     auth: AuthService | None = None  # logins and tokens (api/auth.py); None: every login is 503
+    watcher: KeyringWatcher | None = None  # reloads the keyring file when it changes
+
+    def use_keyring(self, keyring: keys.Keyring) -> None:
+        """Sign and verify with ``keyring`` from now on (api/keywatch.py): access tokens, station
+        logins, credentials, the trust and status lists, checkpoints."""
+        self.keyring = keyring
+        self.credentials.use_keyring(keyring)
+        if self.auth is not None:
+            self.auth.use_keyring(keyring)
 
     def log_verifier(self) -> NoteVerifier:
         return log_signer(self.settings, self.keyring).verifier()

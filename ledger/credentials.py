@@ -314,6 +314,17 @@ class Credentials:
         self._verified: dict[str, keys.TrustList | VerifiedStatusList] = {}
         self._material: tuple[datetime, keys.TrustList, dict[str, VerifiedStatusList]] | None = None
 
+    def use_keyring(self, keyring: keys.Keyring) -> None:
+        """Sign with ``keyring`` from now on (the server reloaded its keyring file: a key was
+        rotated, revoked or registered): the trust list and the status lists are signed anew
+        with it at their next request."""
+        with self._lists_lock:
+            self.keyring = keyring
+            self._lists.clear()
+            self._trust = None
+            self._verified = {}
+            self._material = None
+
     # -- issuing ------------------------------------------------------------------------------
 
     def _issuer(
