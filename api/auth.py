@@ -402,6 +402,14 @@ class AuthService:
         return self._grant(claims, now)
 
     def _check_signature(self, token: str) -> dict[str, Any]:
+        # 0. The form: three strict base64url parts (no padding, no other characters, no
+        # non-zero trailing bits), so that one token has one spelling: pyjwt would also take
+        # a signature with "==" appended.
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise ValueError("not three parts")
+        for part in parts:
+            keys.b64url_decode(part)  # raises ValueError on a non-canonical part
         # 1. The header: our algorithm and token type only (alg=none never reaches a key).
         header = jwt.get_unverified_header(token)
         if header.get("alg") != "EdDSA" or header.get("typ") != ACCESS_TYP:

@@ -412,6 +412,9 @@ def _sign(claims: dict[str, Any], key: keys.PrivateKey, **header: Any) -> str:
     return jwt.encode(claims, key.to_cryptography(), algorithm="EdDSA", headers=headers)
 
 
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 def test_forged_and_altered_tokens_are_refused(env: Env) -> None:
     env.add_account("zheng.official")
     genuine = env.tokens("zheng.official")["access_token"]
@@ -441,6 +444,11 @@ def test_forged_and_altered_tokens_are_refused(env: Env) -> None:
         f"{none_header}.{body}.",  # alg=none
         f"{head}.{altered_body}.{sig}",  # payload altered under the signature
         "not-a-jwt",
+        # Another spelling of the genuine token: padding, or non-zero trailing bits (the last
+        # character of an 86-character signature carries 4 unused bits).
+        f"{genuine}==",
+        f"{head}==.{body}.{sig}",
+        f"{head}.{body}.{sig[:-1]}{B64[B64.index(sig[-1]) + 1]}",  # same bytes, a bit set
     ]
     for token in bad:
         assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(token)))
