@@ -560,15 +560,37 @@ class AuthService:
         )
         return _match_totp(secret, code, now, after=account.totp_last_step)
 
-    def totp_setup(self, actor: Actor) -> str:
+    def totp_setup(self, actor: Actor, password: str) -> str:
         """A new TOTP secret as an otpauth:// URI, shown once; it counts after confirmation.
+        The account's password is asked again: an access token alone (perhaps stolen) must not
+        be enough to bind a second factor that its owner does not hold. A wrong password counts
+        toward the account's lock, as at login.
 
         Raises:
-            Conflict: TOTP is on already.
+            Conflict: TOTP is on already. AuthFailure: invalid-credentials, account-locked,
+            too-many-requests.
         """
+        self._throttle("totp", actor.key_id)
         account = self._account_of(actor)
         if account.totp_enabled:
             raise Conflict("TOTP is already enabled for this account")
+        now = self._now()
+        if account.locked_at(now):
+            assert account.locked_until is not None
+            raise locked(account.locked_until - now)
+        with self._hashing:
+            ok = accounts.password_matches(account.password_hash, password)
+        if not ok:
+            with self.engine.begin() as conn:
+                accounts.record_failure(
+                    conn,
+                    account.account_id,
+                    now,
+                    max_failures=self.policy.max_failures,
+                    lock_seconds=self.policy.lock_seconds,
+                )
+            log.info("totp setup refused: wrong password for account %s", account.account_id)
+            raise invalid_credentials()
         secret = pyotp.random_base32()
         sealed = accounts.seal_totp(
             self.keyring.secret(ACCOUNTS_SECRET), account.account_id, secret, pending=True

@@ -9,11 +9,12 @@ action), ``unauthorized`` (401, ``WWW-Authenticate: Bearer``) for a bad access o
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
+import keys
 from api.auth import (
     AccountHolderDep,
     ActorDep,
@@ -22,6 +23,7 @@ from api.auth import (
     TokenPair,
     client_address,
 )
+from keys.trustlist import record_to_jwk
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -50,6 +52,10 @@ class RefreshRequest(BaseModel):
 
 class TotpSetupResponse(BaseModel):
     otpauth_uri: str
+
+
+class TotpSetupRequest(BaseModel):
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class TotpConfirmRequest(BaseModel):
@@ -124,10 +130,22 @@ def me(actor: ActorDep, auth: AuthDep) -> Me:
     return Me(role=actor.role.value, subject=actor.key_id, scope=actor.scope, username=username)
 
 
+@router.get("/keys", summary="The api keys that sign access tokens, as a JWKS (public)")
+def token_keys(auth: AuthDep, response: Response) -> dict[str, Any]:
+    """Every ``api`` key of the keyring (docs/auth.md section 2): to verify an access token
+    outside the server, take the key of its ``kid`` and check that it may have signed at the
+    token's ``iat`` (``nbf``, ``exp``, ``revoked``, NumericDates, as in a trust list)."""
+    response.headers["Cache-Control"] = "max-age=60"
+    ring = auth.keyring
+    return {"keys": [record_to_jwk(r) for r in ring.of_role(keys.Role.API)]}
+
+
 @router.post("/totp/setup", summary="Start TOTP: the otpauth:// URI, shown once")
-def totp_setup(actor: AccountHolderDep, auth: AuthDep, response: Response) -> TotpSetupResponse:
+def totp_setup(
+    body: TotpSetupRequest, actor: AccountHolderDep, auth: AuthDep, response: Response
+) -> TotpSetupResponse:
     response.headers.update(NO_STORE)
-    return TotpSetupResponse(otpauth_uri=auth.totp_setup(actor))
+    return TotpSetupResponse(otpauth_uri=auth.totp_setup(actor, body.password))
 
 
 @router.post("/totp/confirm", status_code=204, summary="Enable TOTP with a first code")

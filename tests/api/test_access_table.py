@@ -255,6 +255,7 @@ TABLE: list[Spec] = [
     Spec("POST", "/v1/auth/station/verify", PUBLIC, body={}),
     # any logged-in party
     Spec("GET", "/v1/auth/me", ANY_LOGGED_IN),
+    Spec("GET", "/v1/auth/keys", PUBLIC),
     Spec("POST", "/v1/auth/logout", ANY_LOGGED_IN, order=9),
     # officials and auditors
     Spec("POST", "/v1/auth/totp/setup", ACCOUNT_HOLDERS, order=8),

@@ -227,7 +227,21 @@ def test_totp_setup_confirm_then_required(env: Env) -> None:
         409,
         "conflict",
     )
-    setup = env.client.post("/v1/auth/totp/setup", headers=bearer(access))
+    # The password again: a token alone (perhaps stolen) does not bind a second factor.
+    stolen = env.client.post(
+        "/v1/auth/totp/setup", json={"password": "not the password"}, headers=bearer(access)
+    )
+    assert_problem(stolen, 401, "invalid-credentials")
+    assert_problem(
+        env.client.post("/v1/auth/totp/setup", headers=bearer(access)), 422, "validation-error"
+    )
+    with env.services.engine.connect() as conn:
+        counted = accounts.find_account(conn, "chen.official")
+    assert counted is not None
+    assert counted.totp_pending is None  # nothing was set up
+    setup = env.client.post(
+        "/v1/auth/totp/setup", json={"password": PASSWORD}, headers=bearer(access)
+    )
     assert setup.status_code == 200
     assert setup.headers["cache-control"] == "no-store"
     uri = setup.json()["otpauth_uri"]
@@ -240,7 +254,9 @@ def test_totp_setup_confirm_then_required(env: Env) -> None:
     assert_problem(confirm, 422, "invalid-request")
     confirm = env.client.post("/v1/auth/totp/confirm", json={"code": code}, headers=bearer(access))
     assert confirm.status_code == 204
-    again = env.client.post("/v1/auth/totp/setup", headers=bearer(access))
+    again = env.client.post(
+        "/v1/auth/totp/setup", json={"password": PASSWORD}, headers=bearer(access)
+    )
     assert_problem(again, 409, "conflict")
     with env.services.engine.connect() as conn:
         stored = accounts.find_account(conn, "chen.official")
@@ -412,6 +428,30 @@ def _sign(claims: dict[str, Any], key: keys.PrivateKey, **header: Any) -> str:
     return jwt.encode(claims, key.to_cryptography(), algorithm="EdDSA", headers=headers)
 
 
+def test_anyone_can_verify_an_access_token_with_the_published_api_keys(env: Env) -> None:
+    """GET /v1/auth/keys: the api keys as a JWKS; a generic JWT library verifies a token with
+    the key its kid names, and no key of another role is published there."""
+    account = env.add_account("wu.official")
+    token = env.tokens("wu.official")["access_token"]
+    published = env.client.get("/v1/auth/keys")
+    assert published.status_code == 200
+    jwks = published.json()["keys"]
+    assert {k["role"] for k in jwks} == {"api"}
+    kid = jwt.get_unverified_header(token)["kid"]
+    (jwk,) = [k for k in jwks if k["kid"] == kid]
+    assert keys.jwk_thumbprint(jwk) == kid
+    key = jwt.PyJWK({k: jwk[k] for k in ("kty", "crv", "x")}, algorithm="EdDSA")
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=["EdDSA"],
+        issuer="unionledger",
+        options={"verify_exp": False, "verify_iat": False},
+    )
+    assert claims["sub"] == account.account_id
+    assert jwk["nbf"] <= claims["iat"]
+
+
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -519,7 +559,11 @@ def test_member_one_time_code_flow(env: Env) -> None:
     assert_problem(again, 401, "invalid-credentials")  # used up
 
     # A member may not set up TOTP (members have no account).
-    assert_problem(env.client.post("/v1/auth/totp/setup", headers=bearer(access)), 403, "forbidden")
+    assert_problem(
+        env.client.post("/v1/auth/totp/setup", json={"password": "x"}, headers=bearer(access)),
+        403,
+        "forbidden",
+    )
 
 
 def test_member_codes_expire_and_burn_after_five_guesses(env: Env) -> None:
