@@ -686,9 +686,9 @@ def _add_keys_commands(keys_cmd: argparse.ArgumentParser) -> None:
 
 def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # noqa: PLR0915
     # (one self-contained function for the whole group, handlers included)
-    """``unionledger accounts add|list|disable``. Exit 1: username taken or unknown; 2: unusable
-    username, role, scope or password. The password comes from ``UNIONLEDGER_NEW_PASSWORD`` or
-    a prompt, and is never echoed, printed or logged."""
+    """``unionledger accounts add|list|disable|unlock|reset-totp``. Exit 1: username taken or
+    unknown; 2: unusable username, role, scope or password. The password comes from
+    ``UNIONLEDGER_NEW_PASSWORD`` or a prompt, and is never echoed, printed or logged."""
     import getpass  # noqa: PLC0415
     from contextlib import contextmanager  # noqa: PLC0415
 
@@ -793,6 +793,22 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
         print(f"disabled {account.username} ({account.account_id}); its sessions are revoked")
         return EXIT_OK
 
+    def unlock(args: argparse.Namespace) -> int:
+        with transaction(args) as conn:
+            account = accounts.unlock_account(conn, args.username)
+        print(f"unlocked {account.username} ({account.account_id}); its failures count from 0")
+        return EXIT_OK
+
+    def reset_totp(args: argparse.Namespace) -> int:
+        now = int(keys.utc_now().timestamp())
+        with transaction(args) as conn:
+            account = accounts.reset_totp(conn, args.username, now)
+        print(
+            f"TOTP is off for {account.username} ({account.account_id}); its sessions are"
+            " revoked: it logs in with the password and may set TOTP up again"
+        )
+        return EXIT_OK
+
     asub = accounts_cmd.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     k = asub.add_parser(
         "add",
@@ -813,6 +829,16 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
     _data_dir(k)
     k.add_argument("username", metavar="USERNAME")
     k.set_defaults(func=run(disable))
+    k = asub.add_parser("unlock", help="end an account's lock after failed logins")
+    _data_dir(k)
+    k.add_argument("username", metavar="USERNAME")
+    k.set_defaults(func=run(unlock))
+    k = asub.add_parser(
+        "reset-totp", help="switch an account's TOTP off (a lost authenticator); end its sessions"
+    )
+    _data_dir(k)
+    k.add_argument("username", metavar="USERNAME")
+    k.set_defaults(func=run(reset_totp))
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)

@@ -352,6 +352,47 @@ def disable_account(conn: Connection, username: str, now: int) -> Account:
     return found
 
 
+def unlock_account(conn: Connection, username: str) -> Account:
+    """End the account's lock and its count of failures (an administrator's answer to someone
+    locking it out by failing its password on purpose).
+
+    Raises:
+        NotFound: no such username.
+    """
+    account = find_account(conn, username)
+    if account is None:
+        raise NotFound("no such account")
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.account_id == account.account_id)
+        .values(failed_count=0, locked_until=None)
+    )
+    found = get_account(conn, account.account_id)
+    assert found is not None
+    return found
+
+
+def reset_totp(conn: Connection, username: str, now: int) -> Account:
+    """Switch the account's TOTP off (a lost authenticator) and revoke its sessions: its owner
+    logs in again with the password alone and may set TOTP up anew.
+
+    Raises:
+        NotFound: no such username.
+    """
+    account = find_account(conn, username)
+    if account is None:
+        raise NotFound("no such account")
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.account_id == account.account_id)
+        .values(totp_secret=None, totp_pending=None, totp_last_step=None)
+    )
+    revoke_sessions_of(conn, account.account_id, now)
+    found = get_account(conn, account.account_id)
+    assert found is not None
+    return found
+
+
 def record_failure(
     conn: Connection, account_id: str, now: int, *, max_failures: int, lock_seconds: int
 ) -> bool:

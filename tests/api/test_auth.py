@@ -278,6 +278,44 @@ def test_totp_setup_confirm_then_required(env: Env) -> None:
     assert env.login("chen.official", totp=totp.at(env.clock.now)).status_code == 200
 
 
+def test_an_administrator_unlocks_an_account_and_resets_a_lost_totp(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`unionledger accounts unlock` ends a lock someone caused by failing the password on
+    purpose; `accounts reset-totp` switches TOTP off for a lost authenticator and ends the
+    account's sessions, after which the password alone logs in and TOTP may be set up anew."""
+    data_dir = str(env.settings.data_dir)
+    monkeypatch.setenv("UNIONLEDGER_DATABASE_URL", env.settings.database_url)
+    monkeypatch.setenv("UNIONLEDGER_KEY_PASSPHRASE", PASS)
+    env.add_account("qian.official")
+    for _ in range(5):
+        env.login("qian.official", "somebody else's guess")
+    assert_problem(env.login("qian.official"), 429, "account-locked")
+    assert main(["accounts", "unlock", "--data-dir", data_dir, "qian.official"]) == 0
+    assert env.login("qian.official").status_code == 200
+    assert main(["accounts", "unlock", "--data-dir", data_dir, "nobody.here"]) == 1
+
+    access = env.tokens("qian.official")["access_token"]
+    setup = env.client.post(
+        "/v1/auth/totp/setup", json={"password": PASSWORD}, headers=bearer(access)
+    )
+    totp = pyotp.parse_uri(setup.json()["otpauth_uri"])
+    assert isinstance(totp, pyotp.TOTP)
+    code = totp.at(env.clock.now)
+    confirm = env.client.post("/v1/auth/totp/confirm", json={"code": code}, headers=bearer(access))
+    assert confirm.status_code == 204
+    assert_problem(env.login("qian.official"), 401, "invalid-credentials")  # TOTP is needed now
+    assert main(["accounts", "reset-totp", "--data-dir", data_dir, "qian.official"]) == 0
+    assert "TOTP is off for qian.official" in capsys.readouterr().out
+    assert_unauthorized(env.client.get("/v1/auth/me", headers=bearer(access)))  # sessions ended
+    assert env.login("qian.official").status_code == 200  # the password alone again
+    with env.services.engine.connect() as conn:
+        stored = accounts.find_account(conn, "qian.official")
+    assert stored is not None
+    assert (stored.totp_secret, stored.totp_pending, stored.totp_enabled) == (None, None, False)
+    assert main(["accounts", "reset-totp", "--data-dir", data_dir, "nobody.here"]) == 1
+
+
 def test_five_failures_lock_the_account_until_the_time_is_up(env: Env) -> None:
     env.add_account("sun.official")
     for _ in range(4):
