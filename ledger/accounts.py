@@ -334,8 +334,11 @@ def list_accounts(conn: Connection) -> list[Account]:
     return [_account(r) for r in conn.execute(select(accounts).order_by(accounts.c.username))]
 
 
-def disable_account(conn: Connection, username: str, now: int) -> Account:
-    """Disable an account and revoke its sessions (its access tokens stop working at once).
+def _change_account(
+    conn: Connection, username: str, values: dict[str, Any], *, end_sessions_at: int | None
+) -> Account:
+    """Set ``values`` on the account named ``username`` (revoking its sessions at
+    ``end_sessions_at`` unless None); the account as it is then.
 
     Raises:
         NotFound: no such username.
@@ -344,12 +347,22 @@ def disable_account(conn: Connection, username: str, now: int) -> Account:
     if account is None:
         raise NotFound("no such account")
     conn.execute(
-        update(accounts).where(accounts.c.account_id == account.account_id).values(disabled=True)
+        update(accounts).where(accounts.c.account_id == account.account_id).values(**values)
     )
-    revoke_sessions_of(conn, account.account_id, now)
+    if end_sessions_at is not None:
+        revoke_sessions_of(conn, account.account_id, end_sessions_at)
     found = get_account(conn, account.account_id)
     assert found is not None
     return found
+
+
+def disable_account(conn: Connection, username: str, now: int) -> Account:
+    """Disable an account and revoke its sessions (its access tokens stop working at once).
+
+    Raises:
+        NotFound: no such username.
+    """
+    return _change_account(conn, username, {"disabled": True}, end_sessions_at=now)
 
 
 def unlock_account(conn: Connection, username: str) -> Account:
@@ -359,17 +372,9 @@ def unlock_account(conn: Connection, username: str) -> Account:
     Raises:
         NotFound: no such username.
     """
-    account = find_account(conn, username)
-    if account is None:
-        raise NotFound("no such account")
-    conn.execute(
-        update(accounts)
-        .where(accounts.c.account_id == account.account_id)
-        .values(failed_count=0, locked_until=None)
+    return _change_account(
+        conn, username, {"failed_count": 0, "locked_until": None}, end_sessions_at=None
     )
-    found = get_account(conn, account.account_id)
-    assert found is not None
-    return found
 
 
 def reset_totp(conn: Connection, username: str, now: int) -> Account:
@@ -379,18 +384,8 @@ def reset_totp(conn: Connection, username: str, now: int) -> Account:
     Raises:
         NotFound: no such username.
     """
-    account = find_account(conn, username)
-    if account is None:
-        raise NotFound("no such account")
-    conn.execute(
-        update(accounts)
-        .where(accounts.c.account_id == account.account_id)
-        .values(totp_secret=None, totp_pending=None, totp_last_step=None)
-    )
-    revoke_sessions_of(conn, account.account_id, now)
-    found = get_account(conn, account.account_id)
-    assert found is not None
-    return found
+    off = {"totp_secret": None, "totp_pending": None, "totp_last_step": None}
+    return _change_account(conn, username, off, end_sessions_at=now)
 
 
 def record_failure(
