@@ -184,9 +184,13 @@ class EntitlementOut(BaseModel):
     offline: bool
 
 
-def _entitlements(services: ServicesDep, member_id: str) -> list[EntitlementOut]:
+def _entitlements(
+    services: ServicesDep, member_id: str, *, sensitive: bool = True
+) -> list[EntitlementOut]:
     with services.engine.connect() as conn:
-        found = r.entitlements(conn, services.members, member_id, datetime.now(UTC))
+        found = r.entitlements(
+            conn, services.members, member_id, datetime.now(UTC), sensitive=sensitive
+        )
     return [
         EntitlementOut(
             program=e.program_id,
@@ -218,7 +222,9 @@ def member_entitlements(
 ) -> list[EntitlementOut]:
     with services.engine.connect() as conn:
         m.visible_member(conn, actor, member_id)
-    return _entitlements(services, member_id)
+    # An auditor never learns a member's sensitive groups (docs/auth.md section 5): a program
+    # for hardship listed as their entitlement would tell it.
+    return _entitlements(services, member_id, sensitive=actor.role is not Role.AUDITOR)
 
 
 # -- redemptions -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import qrcode
 import qrcode.image.svg
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.auth import AuditorOrOfficialDep, OfficialDep
 from api.deps import ServicesDep
@@ -63,7 +63,7 @@ class UnionCreate(BaseModel):
     name: str = Field(max_length=200)
     kind: str = Field(max_length=32)
     parent: str = Field(max_length=32)
-    auto_approve: bool = False
+    auto_approve: StrictBool = False  # JSON true or false only, not "yes" or 0
 
 
 class UnionRename(BaseModel):
@@ -85,7 +85,7 @@ class JoinPolicy(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"auto_approve": True}]}
     )
-    auto_approve: bool
+    auto_approve: StrictBool
 
 
 class JoinTarget(BaseModel):

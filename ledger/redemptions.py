@@ -975,6 +975,7 @@ class Redemptions:
             raise AlreadyReversed("this redemption was already reversed")
         if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
             raise Invalid("a reason is at most 200 characters")
+        reason = reason.strip() or None if reason is not None else None  # blank is no reason
         at = datetime.fromisoformat(row.at.replace("Z", "+00:00"))
         if tx.now - at > self.reversal_window:
             if actor.role is Role.STATION:
@@ -1029,11 +1030,19 @@ class Entitlement:
 
 
 def entitlements(
-    conn: Connection, members: m.Members, member_id: str, now: datetime
+    conn: Connection,
+    members: m.Members,
+    member_id: str,
+    now: datetime,
+    *,
+    sensitive: bool = True,
 ) -> list[Entitlement]:
     """The open programs that reach the member (owned up their union's chain), that they are
     eligible for at ``now``, with the quota left in the current period (0 included: the app
     shows when it renews). Budgets are not judged here: they are the station's answer.
+    ``sensitive=False`` (for a reader who may not know the member's sensitive groups: an
+    auditor) leaves out every program whose rule names a sensitive group, since listing it
+    would tell that the member is in one.
 
     Raises:
         members.UnknownMember: no such member.
@@ -1045,12 +1054,15 @@ def entitlements(
         return []
     chain = unions.chain(conn, member.union_code)
     today = now.astimezone(p.CHINA).date()
+    hidden = set() if sensitive else {str(g.value) for g in m.SENSITIVE_GROUPS}
     out = []
     for row in p.list_programs(conn, SYSTEM, status="open"):
         if row.owner not in chain:
             continue
         version = p.version_at(conn, row.program_id, p.format_time(now))
         if version is None or not version.rules.runs_on(today):
+            continue
+        if hidden.intersection(version.rules.groups_any):
             continue
         if _eligible(conn, members, version, row.owner, member, now=now) is not None:
             continue

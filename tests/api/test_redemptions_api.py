@@ -21,6 +21,7 @@ from ledger import members
 from ledger.domain import SYSTEM
 from ledger.projections import compare, default_projections
 from ledger.redemptions import budget_used
+from tests.api.accounts import add_accounts, login
 from tests.api.redemption_world import World
 from verifier.entry import parse_entry
 from verifier.note import NoteSigner
@@ -217,6 +218,33 @@ def test_reversal_rules(world: tuple[World, TestClient]) -> None:
     assert again.status_code == 201  # the quota came back
     shown = client.get(f"/v1/redemptions/{done['redemption']}", headers=station).json()
     assert shown["reversed_at"] is not None
+
+
+def test_an_auditor_does_not_learn_hardship_from_entitlements(
+    world: tuple[World, TestClient],
+) -> None:
+    """Auditors never see a member's sensitive groups (docs/auth.md section 5): a program for
+    hardship listed among the member's entitlements would tell it, so an auditor's answer leaves
+    such programs out. The member and an official of their subtree still see it."""
+    w, client = world
+    w.program("ONCE")
+    w.program("HARDSHIP", kind="targeted", eligibility={"groups_any": ["hardship"]})
+    w.run(lambda tx: w.services.members.add_group(tx, SYSTEM, w.member_id, "hardship"))
+    add_accounts(
+        w.services.engine, [("official-bj", "official", "110000"), ("auditor-1", "auditor", None)]
+    )
+
+    def programs(headers: dict[str, str], path: str) -> set[str]:
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return {e["program"] for e in answer.json()}
+
+    theirs = f"/v1/members/{w.member_id}/entitlements"
+    as_official = {"Authorization": f"Bearer {login(client, 'official-bj')}"}
+    as_auditor = {"Authorization": f"Bearer {login(client, 'auditor-1')}"}
+    assert programs(w.member_token(client), "/v1/members/me/entitlements") == {"ONCE", "HARDSHIP"}
+    assert programs(as_official, theirs) == {"ONCE", "HARDSHIP"}
+    assert programs(as_auditor, theirs) == {"ONCE"}
 
 
 def test_leaving_ends_entitlements_and_redemption(world: tuple[World, TestClient]) -> None:

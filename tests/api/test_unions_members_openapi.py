@@ -328,6 +328,34 @@ def test_a_bad_member_filter_is_a_422_problem(env: Env) -> None:
             assert value not in str(body["errors"])  # the rejected input is not echoed
 
 
+def test_a_join_policy_is_a_json_boolean_only(env: Env) -> None:
+    """ "yes", "true", 0 or 1 are not booleans: refused (422), nothing appended."""
+    services = env.client.app.state.services  # type: ignore[attr-defined]
+    size = services.reader.size()
+    for loose in ("yes", "no", "true", 0, 1, None):
+        r = env.client.put(
+            "/v1/unions/110100/join-policy", headers=env.official, json={"auto_approve": loose}
+        )
+        _assert_problem(r, 422, "validation-error")
+        created = env.client.post(
+            "/v1/unions",
+            headers=env.official,
+            json={
+                "code": "110199",
+                "name": "新工会",
+                "kind": "county",
+                "parent": "110100",
+                "auto_approve": loose,
+            },
+        )
+        _assert_problem(created, 422, "validation-error")
+    assert services.reader.size() == size
+    ok = env.client.put(
+        "/v1/unions/110100/join-policy", headers=env.official, json={"auto_approve": True}
+    )
+    assert ok.status_code == 200, ok.text
+
+
 def test_a_bad_subtree_filter_is_a_422_problem(env: Env) -> None:
     for param, value in (("status", "open"), ("kind", "factory"), ("kind", "Enterprise")):
         r = env.client.get("/v1/unions/110000/subtree", headers=env.official, params={param: value})

@@ -725,7 +725,13 @@ class RedemptionMachine(RuleBasedStateMachine):
     @rule(
         d=done,
         by=st.sampled_from(
-            [*sorted(STATIONS), "official", "official-with-reason", "official-empty-reason"]
+            [
+                *sorted(STATIONS),
+                "official",
+                "official-with-reason",
+                "official-empty-reason",
+                "official-blank-reason",
+            ]
         ),
     )
     def reverse(self, d: ModelRedemption, by: str) -> None:
@@ -741,10 +747,14 @@ class RedemptionMachine(RuleBasedStateMachine):
                 expected = r.ReversalWindowClosed
         else:
             actor = OFFICIAL
-            reason = {"official": None, "official-empty-reason": ""}.get(by, "wrong member")
+            reason = {
+                "official": None,
+                "official-empty-reason": "",
+                "official-blank-reason": " \t ",  # blank is no reason
+            }.get(by, "wrong member")
             if d.reversed:
                 expected = r.AlreadyReversed
-            elif self.model.now - d.at > r.REVERSAL_WINDOW and not reason:
+            elif self.model.now - d.at > r.REVERSAL_WINDOW and not (reason or "").strip():
                 expected = r.ReversalWindowClosed
         self._reverse(d, actor, reason, expected)
 
@@ -770,7 +780,7 @@ class RedemptionMachine(RuleBasedStateMachine):
             "redemption": d.index,
             "program": d.program,
             "member": self.model.members[d.member].member_id,
-            "reason": reason,
+            "reason": (reason or "").strip() or None,  # a blank reason is written as none
         }
         d.reversed = True
 
@@ -1022,6 +1032,7 @@ def test_the_reversal_window_is_thirty_minutes(machine: RedemptionMachine) -> No
     _set_clock(m, T0 + r.REVERSAL_WINDOW + timedelta(microseconds=1))
     m.reverse(second, "ST-SH")  # the station may not any more
     m.reverse(second, "official")  # nor an official without a reason
+    m.reverse(second, "official-blank-reason")  # nor with a blank one
     assert not second.reversed
     m.reverse(second, "official-with-reason")
     assert second.reversed
