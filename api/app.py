@@ -84,6 +84,32 @@ def _watcher(
     return KeyringWatcher(store, passphrase, use_keyring)
 
 
+def _open(settings: Settings, store: keys.KeyStore, passphrase: str) -> tuple[Engine, keys.Keyring]:
+    """The readers' engine on a schema made or checked, and the keyring with its secrets
+    (``ensure_secrets``: never a new one that the database's data needs).
+
+    Raises:
+        ConfigError: the database is unusable, or the keyring lacks a secret its data needs.
+    """
+    keyring = store.load(passphrase)
+    # Readers: one connection per worker thread (anyio runs up to 40 sync routes at a time).
+    engine = make_engine(settings.database_url, pool_size=20, max_overflow=20)
+    try:
+        init_schema(engine)
+        keyring = ensure_secrets(store, keyring, passphrase, engine)
+    except ConfigError:
+        engine.dispose()
+        raise
+    except (SQLAlchemyError, SchemaVersionError) as e:
+        engine.dispose()
+        hint = ""
+        if isinstance(e, SchemaVersionError) and settings.demo:
+            # No migrations yet: a demo directory is disposable, real data is not.
+            hint = f" (a demo: delete {settings.data_dir} and start again for a fresh one)"
+        raise ConfigError(f"database unusable: {e}{hint}") from e
+    return engine, keyring
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings``.
 
@@ -98,18 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
             f"{settings.data_dir} has no keyring: run `unionledger init --data-dir "
             f"{settings.data_dir}` first (or serve with --demo)"
         )
-    keyring = ensure_secrets(store, store.load(passphrase), passphrase)
-    # Readers: one connection per worker thread (anyio runs up to 40 sync routes at a time).
-    engine = make_engine(settings.database_url, pool_size=20, max_overflow=20)
-    try:
-        init_schema(engine)
-    except (SQLAlchemyError, SchemaVersionError) as e:
-        engine.dispose()
-        hint = ""
-        if isinstance(e, SchemaVersionError) and settings.demo:
-            # No migrations yet: a demo directory is disposable, real data is not.
-            hint = f" (a demo: delete {settings.data_dir} and start again for a fresh one)"
-        raise ConfigError(f"database unusable: {e}{hint}") from e
+    engine, keyring = _open(settings, store, passphrase)
 
     writer_engine = make_engine(settings.database_url, writer=True)
     log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint

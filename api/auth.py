@@ -765,20 +765,6 @@ def _match_totp(secret: str, code: str | None, now: int, *, after: int | None) -
     return found
 
 
-def with_accounts_secret(
-    store: keys.KeyStore, keyring: keys.Keyring, passphrase: str
-) -> keys.Keyring:
-    """``keyring``, with the ``accounts`` secret added to the keyring file first if missing
-    (a data directory made before accounts existed)."""
-    if ACCOUNTS_SECRET in keyring.secret_names():
-        return keyring
-    with store.locked():
-        ring = store.load(passphrase).with_secret(ACCOUNTS_SECRET)
-        store.save(ring, passphrase)
-    log.info("added the %r secret to the keyring", ACCOUNTS_SECRET)
-    return ring
-
-
 # -- dependencies ----------------------------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/...")

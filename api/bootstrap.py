@@ -61,11 +61,49 @@ def load_provinces(path: Path | None = None) -> list[Province]:
 SECRETS = ("accounts", "member-pseudonym", "vault-master")
 
 
-def ensure_secrets(store: keys.KeyStore, keyring: keys.Keyring, passphrase: str) -> keys.Keyring:
+def _secret_in_use(engine: Engine, name: str) -> bool:
+    """Whether the database holds data that only the keyring secret ``name`` opens or matches:
+    the vault's rows (``vault-master``), members (``member-pseudonym``: their ids and keyed
+    hashes), TOTP secrets (``accounts``)."""
+    from sqlalchemy import exists, select  # noqa: PLC0415
+
+    from ledger import accounts, members, vault  # noqa: PLC0415
+
+    if name == "vault-master":
+        query = select(exists().select_from(vault.vault))
+    elif name == "member-pseudonym":
+        query = select(exists().select_from(members.members))
+    else:
+        sealed = accounts.accounts.c
+        query = select(
+            exists().where(sealed.totp_secret.is_not(None) | sealed.totp_pending.is_not(None))
+        )
+    with engine.connect() as conn:
+        return bool(conn.execute(query).scalar())
+
+
+def ensure_secrets(
+    store: keys.KeyStore, keyring: keys.Keyring, passphrase: str, engine: Engine
+) -> keys.Keyring:
     """``keyring`` with every secret of :data:`SECRETS`, added to the file first when missing
-    (a data directory made before the secret existed). Never replaces one."""
-    if all(name in keyring.secret_names() for name in SECRETS):
+    (a data directory made before the secret existed). Never replaces one, and never makes one
+    that data in ``engine``'s database already needs: a keyring file that lost a secret (a bad
+    edit, a partial restore) would otherwise get a new one, and every vault row or member
+    pseudonym made with the old one would be lost for good.
+
+    Raises:
+        ConfigError: a missing secret is one the database's data needs.
+    """
+    missing = [name for name in SECRETS if name not in keyring.secret_names()]
+    if not missing:
         return keyring
+    needed = [name for name in missing if _secret_in_use(engine, name)]
+    if needed:
+        raise ConfigError(
+            f"the keyring file {store.path} lacks the secret(s) {', '.join(needed)}, which data"
+            " in the database needs: restore the keyring file from a backup (a new secret would"
+            " make that data unreadable)"
+        )
     with store.locked():
         ring = store.load(passphrase)
         for name in SECRETS:
@@ -191,11 +229,12 @@ def ledger_writer(settings: Settings) -> Iterator[tuple[Engine, Sequencer]]:
             f"{settings.data_dir}` first"
         )
     passphrase = settings.passphrase()
-    keyring = ensure_secrets(store, store.load(passphrase), passphrase)
+    keyring = store.load(passphrase)
     engine = make_engine(settings.database_url)
     writer = make_engine(settings.database_url, writer=True)
     try:
         init_schema(engine)
+        keyring = ensure_secrets(store, keyring, passphrase, engine)
         sequencer = Sequencer(
             writer,
             origin=settings.log_origin,

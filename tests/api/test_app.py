@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import keys
 from api.app import create_app
 from api.bootstrap import init_data_dir
 from api.settings import DEV_PASSPHRASE, ConfigError, Settings
+from ledger import unions
+from ledger.domain import SYSTEM
+from ledger.vault import PersonalData
 
 PASS = "a long enough production passphrase"
 
@@ -113,6 +117,42 @@ def test_a_wrong_passphrase_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(keys.WrongPassphrase):
         create_app(other)
+
+
+def _drop_secret(store: keys.KeyStore, name: str) -> None:
+    """Edit the keyring file as a bad hand edit or a partial restore would: ``name`` gone."""
+    doc = json.loads(store.path.read_text(encoding="utf-8"))
+    del doc["secrets"][name]
+    store.path.write_text(json.dumps(doc), encoding="utf-8")
+
+
+def test_a_lost_secret_is_never_replaced_once_data_needs_it(tmp_path: Path) -> None:
+    """A keyring file without a secret gets a new one only while nothing in the database
+    needs it: replacing vault-master would make every member's personal data unreadable."""
+    settings = make_settings(tmp_path)
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    store = keys.KeyStore(settings.data_dir)
+    _drop_secret(store, "vault-master")
+    app = create_app(settings)  # no member yet: the secret is made again
+    assert "vault-master" in store.load(PASS).secret_names()
+    services = app.state.services
+    for code, kind, parent in (("100000", "national", None), ("110000", "provincial", "100000")):
+        services.sequencer.execute(
+            lambda tx, c=code, k=kind, p=parent: unions.create_union(
+                tx, SYSTEM, code=c, name=f"工会{c}", kind=k, parent=p
+            )
+        )
+    person = PersonalData(name="测试", id_number="11010519491231002X", phone="13912340009")
+    services.sequencer.execute(
+        lambda tx: services.members.enrol(tx, SYSTEM, union_code="110000", person=person)
+    )
+    services.sequencer.close()
+    before = store.path.read_bytes()
+    for name in ("vault-master", "member-pseudonym"):
+        _drop_secret(store, name)
+        with pytest.raises(ConfigError, match=name):
+            create_app(settings)
+        store.path.write_bytes(before)
 
 
 def test_settings_from_environment(tmp_path: Path) -> None:
