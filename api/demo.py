@@ -126,12 +126,17 @@ def seed(
     members: Members,
     keyring: keys.Keyring | None = None,
 ) -> DemoSummary | None:
-    """Seed the demo once; None when the tree already exists. With ``keyring``, the demo
-    station's device keys found there (role ``station``, scope :data:`DEMO_STATION`) are also
-    registered on the ledger, as an official registers a real device's public key."""
+    """Seed the demo once; None when it is seeded already (a member exists). The unions that
+    exist already (``unionledger init --demo`` makes the national and provincial federations)
+    are kept, the others made. With ``keyring``, the demo station's device keys found there
+    (role ``station``, scope :data:`DEMO_STATION`) are also registered on the ledger, as an
+    official registers a real device's public key."""
+    from ledger.members import members as member_rows  # noqa: PLC0415
+
     with engine.connect() as conn:
-        if conn.execute(select(func.count()).select_from(unions.unions)).scalar_one():
+        if conn.execute(select(func.count()).select_from(member_rows)).scalar_one():
             return None
+        existing = set(conn.execute(select(unions.unions.c.code)).scalars())
     rng = random.Random(2026)  # noqa: S311  (reproducible synthetic data, not secrets)
 
     def create(code: str, name: str, kind: str, parent: str | None) -> Callable[[Tx], object]:
@@ -157,6 +162,8 @@ def seed(
         ]
     commands += [create(code, name, "provincial", NATIONAL_UNION_CODE) for code, name in provinces]
     commands += [create(*u) for u in LOCAL_UNIONS]
+    wanted = [NATIONAL_UNION_CODE, *(code for code, _ in provinces), *(u[0] for u in LOCAL_UNIONS)]
+    commands = [c for code, c in zip(wanted, commands, strict=True) if code not in existing]
     for created in [sequencer.submit(c) for c in commands]:
         created.result()
 

@@ -153,3 +153,22 @@ def test_an_old_demo_database_is_refused_with_a_way_out(tmp_path: Path) -> None:
         engine.dispose()
     with pytest.raises(ConfigError, match=r"delete .* and start again"):
         create_app(settings)
+
+
+def test_serving_a_directory_made_by_init_demo_seeds_it(tmp_path: Path) -> None:
+    """`unionledger init --demo` makes the national federation; `serve --demo` on that
+    directory must still seed the demo (it used to see the tree and skip it, while printing
+    the demo's logins), keeping the union that exists."""
+    from api.cli import main
+
+    data_dir = tmp_path / "demo"
+    assert main(["init", "--data-dir", str(data_dir), "--demo"]) == 0
+    settings = Settings.load(data_dir=data_dir, demo=True, environ={})
+    app = create_app(settings)
+    services = app.state.services
+    summary = demo.seed(services.engine, services.sequencer, services.members, services.keyring)
+    assert summary is not None
+    assert summary.unions == 31 + len(demo.LOCAL_UNIONS)  # the national union was there
+    assert summary.members == sum(n for n, _, _ in demo.MEMBERSHIP.values())
+    assert compare(services.engine, default_projections()) == []
+    services.sequencer.close()
