@@ -459,6 +459,32 @@ def _answer_retry(services: Any, station: str, body: RedeemRequest) -> r.Redeeme
     return again
 
 
+class RedemptionPage(BaseModel):
+    items: list[RedemptionOut]
+    next: int | None = Field(None, description="Pass as `before` for the next (older) page")
+
+
+@router.get("/v1/redemptions", summary="Redemptions, newest first (to find one to reverse)")
+def list_redemptions(
+    services: ServicesDep,
+    actor: Annotated[Actor, Depends(require(Role.OFFICIAL, Role.AUDITOR, Role.STATION))],
+    union: Annotated[str | None, Query(max_length=32)] = None,
+    station: Annotated[str | None, Query(max_length=64)] = None,
+    before: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    limit: Annotated[int, Query(ge=1, le=r.LIST_MAX)] = 20,
+) -> RedemptionPage:
+    with services.engine.connect() as conn:
+        rows = r.list_redemptions(
+            conn, actor, union=union, station=station, before=before, limit=limit
+        )
+        names = {row.program_id: p.get_program(conn, row.program_id) for row in rows}
+    items = [
+        redemption_out(services, row, name=getattr(names[row.program_id], "name", None))
+        for row in rows
+    ]
+    return RedemptionPage(items=items, next=rows[-1].redemption if len(rows) == limit else None)
+
+
 @router.get("/v1/redemptions/{redemption}", summary="One redemption with its receipt")
 def get_redemption(
     services: ServicesDep, actor: AnyoneDep, redemption: Annotated[int, Path(ge=0, le=2**62)]

@@ -335,6 +335,56 @@ def history_of(conn: Connection, member_id: str, *, limit: int = 100) -> list[Re
     return [_row(r) for r in rows]
 
 
+LIST_MAX = 100
+
+
+def list_redemptions(
+    conn: Connection,
+    actor: Actor,
+    *,
+    union: str | None = None,
+    station: str | None = None,
+    before: int | None = None,
+    limit: int = 20,
+) -> list[RedemptionRow]:
+    """Redemptions, newest first, before index ``before``, as :func:`visible_redemption` lets
+    ``actor`` see them: a station its own; an official those whose funding, operating or home
+    union lies in ``union``'s subtree (default: the official's scope); an auditor all (or
+    ``union``'s subtree). ``station`` narrows to one station. For finding one to reverse.
+
+    Raises:
+        Forbidden: a member (their own history is ``history_of``).
+        unions.UnknownUnion: ``union`` is unknown or outside the official's subtree.
+        ValueError: ``limit`` outside 1..LIST_MAX.
+    """
+    if not 1 <= limit <= LIST_MAX:
+        raise ValueError(f"limit must be 1..{LIST_MAX}")
+    rd = redemptions.c
+    query = select(redemptions)
+    if actor.role is Role.STATION:
+        station = actor.scope if station in (None, actor.scope) else ""  # another: nothing
+        union = None
+    elif actor.role is Role.OFFICIAL and actor.scope is not None:
+        union = actor.scope if union is None else union
+    elif actor.role not in (Role.AUDITOR, Role.SYSTEM):
+        raise Forbidden(f"{actor.role.value} may not list redemptions")
+    if union is not None:
+        root = unions.visible(conn, actor, union)
+        if root is None:
+            raise unions.UnknownUnion(f"no union {union!r}")
+        u = unions.unions.c
+        codes = select(u.code).where(u.path >= root.path, u.path < unions.path_upper(root.path))
+        query = query.where(
+            rd.funding_union.in_(codes) | rd.operating_union.in_(codes) | rd.home_union.in_(codes)
+        )
+    if station is not None:
+        query = query.where(rd.station_id == station)
+    if before is not None:
+        query = query.where(rd.redemption < before)
+    rows = conn.execute(query.order_by(rd.redemption.desc()).limit(limit))
+    return [_row(r) for r in rows]
+
+
 def visible_redemption(conn: Connection, actor: Actor, redemption: int) -> RedemptionRow:
     """The redemption if the actor may see it: the member, the redeeming station, officials of
     the funding, operating or home union's chain, auditors.

@@ -424,6 +424,13 @@ TABLE: list[Spec] = [
     Spec("GET", "/v1/members/me/entitlements", MEMBER_ONLY),
     Spec("GET", "/v1/members/{member_id}/entitlements", READ_MEMBER, M_IN, M_OUT),
     Spec("POST", "/v1/redemptions", STATION_ONLY, body={}),
+    Spec(
+        "GET",
+        "/v1/redemptions",
+        {"anon": 401, "official": (OK, 404), "auditor": OK, "member": 403, "station": OK},
+        {"union": "G-IN"},
+        {"union": "G-OUT"},
+    ),
     Spec("GET", "/v1/redemptions/{redemption}", NO_REDEMPTION, {"redemption": "999999"}),
     Spec(
         "POST",

@@ -247,6 +247,61 @@ def test_an_auditor_does_not_learn_hardship_from_entitlements(
     assert programs(as_auditor, theirs) == {"ONCE"}
 
 
+def test_officials_and_stations_list_the_redemptions_they_may_reverse(
+    world: tuple[World, TestClient],
+) -> None:
+    """GET /v1/redemptions: newest first, paged by `before`; a station sees its own, an
+    official those touching their subtree, an auditor all; then the official reverses one."""
+    w, client = world
+    w.program("DAILY", quota={"count": 5, "per": "day"}, unit_value=100)
+    add_accounts(
+        w.services.engine,
+        [
+            ("official-bj", "official", "110000"),
+            ("official-sh", "official", "310000"),
+            ("auditor-1", "auditor", None),
+        ],
+    )
+    made = []
+    for i, station in enumerate(["ST-BJ-1", "ST-BJ-2", "ST-BJ-1"]):
+        answer = client.post(
+            "/v1/redemptions",
+            json=w.redeem_body("DAILY", f"k{i}"),
+            headers=w.station_token(client, station),
+        )
+        assert answer.status_code == 201, answer.text
+        made.append(answer.json()["redemption"])
+
+    def listed(headers: dict[str, str], **query: Any) -> dict[str, Any]:
+        answer = client.get("/v1/redemptions", params=query, headers=headers)
+        assert answer.status_code == 200, answer.text
+        page: dict[str, Any] = answer.json()
+        return page
+
+    bj = {"Authorization": f"Bearer {login(client, 'official-bj')}"}
+    sh = {"Authorization": f"Bearer {login(client, 'official-sh')}"}
+    auditor = {"Authorization": f"Bearer {login(client, 'auditor-1')}"}
+    newest_first = sorted(made, reverse=True)
+    assert [x["redemption"] for x in listed(bj)["items"]] == newest_first
+    assert [x["redemption"] for x in listed(auditor)["items"]] == newest_first
+    assert listed(sh)["items"] == []  # nothing of theirs: not funding, operating or home
+    own = listed(w.station_token(client, "ST-BJ-1"))["items"]
+    assert [x["redemption"] for x in own] == [made[2], made[0]]
+    assert listed(w.station_token(client, "ST-BJ-1"), station="ST-BJ-2")["items"] == []
+    first = listed(bj, limit=2)
+    assert [x["redemption"] for x in first["items"]] == newest_first[:2]
+    assert first["next"] == newest_first[1]
+    rest = listed(bj, limit=2, before=first["next"])
+    assert ([x["redemption"] for x in rest["items"]], rest["next"]) == (newest_first[2:], None)
+    assert listed(bj, station="ST-BJ-2")["items"][0]["redemption"] == made[1]
+    outside = client.get("/v1/redemptions", params={"union": "310000"}, headers=bj)
+    assert outside.status_code == 404
+    assert client.get("/v1/redemptions", headers=w.member_token(client)).status_code == 403
+    reversed_ = client.post(f"/v1/redemptions/{made[1]}/reverse", json={}, headers=bj)
+    assert reversed_.status_code == 200, reversed_.text
+    assert listed(bj, station="ST-BJ-2")["items"][0]["reversed_at"] is not None
+
+
 def test_leaving_ends_entitlements_and_redemption(world: tuple[World, TestClient]) -> None:
     w, client = world
     w.program("ONCE")
