@@ -81,13 +81,17 @@ def _answer(
 
 
 def _csv(rows: Iterable[dict[str, Any]], name: str, got: ls.Pinned[Any]) -> Response:
+    # The columns are every row's members, in first-seen order: a withheld figure set adds
+    # "suppressed" to its row only (it once made the writer raise, a 500, for officials).
+    table = [{k: "" if v is None else v for k, v in row.items()} for row in rows]
+    columns: dict[str, None] = {}
+    for row in table:
+        columns.update(dict.fromkeys(row))
     out = io.StringIO()
-    writer: csv.DictWriter[str] | None = None
-    for row in rows:
-        if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
-            writer.writeheader()
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    if table:
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(table)
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",

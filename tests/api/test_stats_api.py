@@ -154,6 +154,16 @@ def test_figures_statements_settlement_and_export(
     assert water["redemptions"] == "3"
     assert water["value"] == "0"
     assert answer.headers["unionledger-pinned"].split()[0] == str(size)
+    # ... and an official's CSV, whose withheld rows alone carry "suppressed" (once a 500)
+    answer = client.get(
+        "/v1/stats/unions/110000",
+        params={"from": today, "to": today, "format": "csv"},
+        headers=national,
+    )
+    assert answer.status_code == 200, answer.text
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    total = next(r for r in rows if r["part"] == "subtree" and r["program"] == "*")
+    assert (total["suppressed"], total["redemptions"]) == ("True", "")
 
     # Statements: the station's day and the union's day
     doc = client.get(
@@ -296,6 +306,27 @@ def vs_month_end(day: str) -> str:
     year, month = int(day[:4]), int(day[5:7])
     nxt = datetime(year + (month == 12), month % 12 + 1, 1)
     return (nxt.date().fromordinal(nxt.date().toordinal() - 1)).isoformat()
+
+
+def test_a_csv_whose_later_rows_alone_are_withheld_is_written(
+    world: tuple[World, TestClient, dict[str, Any]],
+) -> None:
+    """The CSV's columns are every row's: a withheld row after a shown one adds "suppressed"
+    (the writer once took the first row's columns and raised: a 500 for officials)."""
+    from api.routes_stats import _csv
+
+    w, _, _ = world
+    got = ls.pinned(w.services.engine, lambda conn: None)
+    rows = [
+        {"part": "own", "program": "*", "redemptions": 7},
+        {"part": "own", "program": "P-RARE", "redemptions": None, "suppressed": True},
+    ]
+    answer = _csv(rows, "figures", got)
+    parsed = list(csv.DictReader(io.StringIO(answer.body.decode())))
+    assert parsed == [
+        {"part": "own", "program": "*", "redemptions": "7", "suppressed": ""},
+        {"part": "own", "program": "P-RARE", "redemptions": "", "suppressed": "True"},
+    ]
 
 
 @pytest.mark.parametrize(
