@@ -207,8 +207,13 @@ def _json(payload: bytes) -> Any:
 def _load_key(path: str | os.PathLike[str]) -> keys.PrivateKey:
     try:
         text = Path(path).read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CommandError(EXIT_KEYFILE, f"device key {path}: {type(e).__name__}: {e}") from None
+    except FileNotFoundError:
+        raise CommandError(EXIT_KEYFILE, f"device key {path}: no such file") from None
+    except OSError as e:
+        reason = e.strerror or "cannot be read"
+        raise CommandError(EXIT_KEYFILE, f"device key {path}: {reason}") from None
+    except UnicodeDecodeError:
+        raise CommandError(EXIT_KEYFILE, f"device key {path}: not text (a hex seed)") from None
     try:
         seed = bytes.fromhex(text)
         if len(seed) != 32:

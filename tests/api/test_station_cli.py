@@ -201,6 +201,9 @@ def test_unreachable_server_and_bad_key(tmp_path: Path, capsys: pytest.CaptureFi
     args = ["provision", "--server", url, "--station", STATION, "--root", str(root)]
     args += ["--device-key", str(key), "--dir", str(tmp_path / "s")]
     expect(capsys, station_cli.EXIT_KEYFILE, args, "not an Ed25519 seed")
+    missing = [*args[:-4], "--device-key", str(tmp_path / "nowhere.key"), *args[-2:]]
+    out = expect(capsys, station_cli.EXIT_KEYFILE, missing, "nowhere.key: no such file")
+    assert "Error" not in out  # a plain line, no Python exception name
     key.write_text(keys.PrivateKey.generate().seed().hex())
     expect(capsys, station_cli.EXIT_UNREACHABLE, args, "unreachable")
     with pytest.raises(SystemExit) as exit_:
