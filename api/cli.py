@@ -193,6 +193,19 @@ def cmd_keys_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys_reseal(args: argparse.Namespace) -> int:
+    """Seal the key records as they stand (docs/keys.md section 4.5): for a keyring written
+    before the seal existed, or after a deliberate edit by hand. Check them first."""
+    settings = _settings(args)
+    store = keys.KeyStore(settings.data_dir)
+    passphrase = settings.passphrase()
+    with store.locked():
+        ring = store.load(passphrase, accept_unsealed=True)
+        store.save(ring, passphrase, accept_unsealed=True)
+    print(f"sealed the {len(ring)} key records of {store.path}")
+    return EXIT_OK
+
+
 def cmd_keys_export_public(args: argparse.Namespace) -> int:
     from keys.trustlist import record_to_jwk  # noqa: PLC0415
 
@@ -661,6 +674,12 @@ def _add_keys_commands(keys_cmd: argparse.ArgumentParser) -> None:
     k.add_argument("--jwk", required=True, help="file with the device's Ed25519 public JWK")
     k.add_argument("--not-before", help="RFC 3339 time the key may start signing (default: now)")
     k.set_defaults(func=cmd_keys_register)
+
+    k = ksub.add_parser(
+        "reseal", help="seal the key records as they stand (an old file, or an edit by hand)"
+    )
+    _data_dir(k)
+    k.set_defaults(func=cmd_keys_reseal)
 
     k = ksub.add_parser("export-public", help="print every public key as a JWKS")
     _data_dir(k)

@@ -3,7 +3,9 @@
 ``<data-dir>/keys/keyring.json`` (mode 0600, folder 0700) holds every key record in clear (they
 are public facts) and each private key sealed with XChaCha20-Poly1305 (IETF) under a key derived
 from the passphrase with Argon2id. A sealed ``check`` value tells a wrong passphrase apart from a
-damaged file. The format is specified in docs/keys.md.
+damaged file, and a ``records`` tag (the same AEAD over the records as associated data)
+authenticates the records, so that nobody without the passphrase can un-revoke, re-scope or add
+a key by editing the file. The format is specified in docs/keys.md.
 
 Writes are atomic (temporary file, fsync, rename, fsync of the folder): a crash leaves the old
 file or the new one, never a torn one.
@@ -102,6 +104,18 @@ def _check_aad() -> bytes:
     return f"{FORMAT} check".encode()
 
 
+def records_aad(entries: list[Any]) -> bytes:
+    """The associated data of the ``records`` tag (docs/keys.md section 4.4): the key entries
+    as written, each without ``private``, sorted by ``kid``, as JSON with sorted members, no
+    white space and UTF-8 text, after the line ``unionledger-keyring/1 records``."""
+    public = sorted(
+        ({k: v for k, v in entry.items() if k != "private"} for entry in entries),
+        key=lambda entry: str(entry.get("kid")),
+    )
+    body = json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{FORMAT} records\n".encode() + body.encode("utf-8")
+
+
 class KeyStore:
     """The keyring file of one data directory."""
 
@@ -186,19 +200,43 @@ class KeyStore:
         doc = self._read()
         return self._keyring([record for record, _ in self._records(doc)], {})
 
+    def _check_records(self, key: bytes, doc: Mapping[str, Any]) -> None:
+        tag = doc.get("records")
+        if not isinstance(tag, str):
+            raise CorruptKeyFile(
+                f"{self.path}: the key records carry no 'records' seal (a keyring written"
+                " before 2026-12-07?): check them with `unionledger keys list`, then seal them"
+                " with `unionledger keys reseal`"
+            )
+        try:
+            if _open(key, tag, records_aad(doc["keys"])) != b"":
+                raise ValueError("the records tag seals a value")
+        except (nacl.exceptions.CryptoError, ValueError) as e:
+            raise CorruptKeyFile(
+                f"{self.path}: the key records were changed without the passphrase (a key"
+                " un-revoked, re-scoped, added or removed by hand?): restore the file, or check"
+                " the records with `unionledger keys list` and seal them with"
+                " `unionledger keys reseal`"
+            ) from e
+
     def _keyring(self, records: list[KeyRecord], private: dict[KeyId, PrivateKey]) -> Keyring:
         try:
             return Keyring(records, private)
         except MalformedKey as e:  # e.g. the same key id twice
             raise CorruptKeyFile(f"{self.path}: {e}") from e
 
-    def load(self, passphrase: str) -> Keyring:
-        """The keyring with its private keys decrypted.
+    def load(self, passphrase: str, *, accept_unsealed: bool = False) -> Keyring:
+        """The keyring with its private keys decrypted and its records authenticated.
+
+        ``accept_unsealed`` opens a file whose records carry no ``records`` tag (written before
+        the tag existed) or a wrong one (edited by hand): only for ``unionledger keys reseal``,
+        which an operator runs after checking the records.
 
         Raises:
             KeyringMissing: no keyring file.
             WrongPassphrase: the passphrase does not open it.
-            CorruptKeyFile: the file is truncated, altered or not a keyring.
+            CorruptKeyFile: the file is truncated, altered or not a keyring, or its records
+                were changed without the passphrase.
         """
         doc = self._read()
         params, salt = self._kdf(doc)
@@ -210,6 +248,8 @@ class KeyStore:
             raise WrongPassphrase("wrong passphrase for this keyring") from e
         if check != _CHECK_PLAINTEXT:
             raise CorruptKeyFile(f"{self.path}: passphrase check value altered")
+        if not accept_unsealed:
+            self._check_records(key, doc)
         private: dict[KeyId, PrivateKey] = {}
         for record, sealed in records:
             if sealed is None:
@@ -248,16 +288,17 @@ class KeyStore:
             raise KeyringExists(f"a keyring already exists at {self.path}")
         self._write(keyring, passphrase, kdf or KdfParams(), secrets.token_bytes(_SALT_SIZE))
 
-    def save(self, keyring: Keyring, passphrase: str) -> None:
+    def save(self, keyring: Keyring, passphrase: str, *, accept_unsealed: bool = False) -> None:
         """Replace the keyring file, keeping its passphrase and cost.
 
         The passphrase is checked against the existing file first, so a typo can never
-        re-encrypt the keyring under a passphrase nobody knows.
+        re-encrypt the keyring under a passphrase nobody knows; so are the records' seal
+        (unless ``accept_unsealed``, for ``keys reseal``).
 
         Raises:
             KeyringMissing, WrongPassphrase, CorruptKeyFile.
         """
-        current = self.load(passphrase)
+        current = self.load(passphrase, accept_unsealed=accept_unsealed)
         for kid in current.private_keys():
             # Saving must never lose a private key that the file held.
             if not keyring.has_private(kid):
@@ -288,6 +329,7 @@ class KeyStore:
             "aead": AEAD,
             "check": _seal(key, _CHECK_PLAINTEXT, _check_aad()),
             "keys": entries,
+            "records": _seal(key, b"", records_aad(entries)),
             "secrets": {
                 name: _seal(key, keyring.secret(name), _secret_aad(name))
                 for name in keyring.secret_names()

@@ -250,3 +250,28 @@ def test_init_with_the_shared_reference_provinces(tmp_path: Path) -> None:
     created = result.stdout.split("created unions: ")[1].split(", ")
     assert len(created) == 32
     assert created[0] == "100000"
+
+
+def test_a_hand_edit_of_the_records_is_refused_until_resealed(tmp_path: Path) -> None:
+    """docs/keys.md section 4.5: un-revoking a key by editing the file stops every command
+    that opens the keyring with the passphrase (exit 4, one line naming the way out);
+    `keys list` still shows the records; `keys reseal` accepts them as they stand."""
+    d = str(tmp_path / "data")
+    run("keys", "init", "--data-dir", d)
+    kid = run("keys", "rotate", "issuer", "--scope", "440000", "--data-dir", d).stdout.split()[0]
+    run("keys", "revoke", "--data-dir", d, "--", kid)
+    path = tmp_path / "data" / "keys" / "keyring.json"
+    doc = json.loads(path.read_text())
+    next(e for e in doc["keys"] if e["kid"] == kid).pop("revoked_at")
+    path.write_text(json.dumps(doc))
+    for command in (("trust-list",), ("rotate", "api")):
+        refused = run("keys", *command, "--data-dir", d, ok=False)
+        assert_one_line_error(refused, 4)
+        assert "changed without the passphrase" in refused.stderr
+        assert "keys reseal" in refused.stderr
+    listing = json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+    assert next(k for k in listing if k["kid"] == kid)["status"] == "active"
+    assert "sealed the 5 key records" in run("keys", "reseal", "--data-dir", d).stdout
+    run("keys", "trust-list", "--data-dir", d)
+    wrong = {"UNIONLEDGER_KEY_PASSPHRASE": "not the passphrase at all"}
+    assert_one_line_error(run("keys", "reseal", "--data-dir", d, env=wrong, ok=False), 3)

@@ -6,6 +6,7 @@ revocation, is refused, without a restart. A file that cannot be loaded keeps th
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -133,3 +134,24 @@ def test_a_key_registered_while_serving_reaches_the_trust_list(app: Any) -> None
     assert device.key_id not in listed()  # the running server has not looked yet
     assert services.watcher.check() is True
     assert listed() == before | {device.key_id}
+
+
+def test_a_revocation_undone_by_hand_is_not_followed(app: Any) -> None:
+    """Someone who can write the keyring file but lacks the passphrase un-revokes the stolen
+    key: the records' seal no longer opens, so the server keeps the revocation (docs/keys.md
+    section 4.5) and keeps refusing the thief's tokens."""
+    services = app.state.services
+    client = TestClient(app)
+    token = login(client, "auditor-1")
+    before, old, _ = _rotate_and_revoke_api_key(services.settings.data_dir)
+    assert services.watcher.check() is True
+    time.sleep(1.1)
+    stolen = _forged(before, old, token)
+    assert _me(client, stolen) == 401
+    store = keys.KeyStore(services.settings.data_dir)
+    doc = json.loads(store.path.read_text())
+    entry = next(e for e in doc["keys"] if e["kid"] == old)
+    del entry["revoked_at"], entry["revocation_reason"]
+    keys.store.atomic_write(store.path, json.dumps(doc).encode(), mode=0o600)
+    assert services.watcher.check() is False  # the edit is not taken
+    assert _me(client, stolen) == 401

@@ -7,10 +7,14 @@ import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import nacl.bindings
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import keys
+import keys.jwk
+import keys.store
 from keys import (
     CorruptKeyFile,
     KdfParams,
@@ -250,3 +254,148 @@ def test_bad_secret_names_and_sizes() -> None:
         Keyring().with_secret("Vault Master")
     with pytest.raises(MalformedKey):
         Keyring().with_secret("short", b"x" * 31)
+
+
+# -- the records' seal (docs/keys.md sections 4.4 and 4.5) --------------------------------------
+
+
+def _issuer(doc: dict) -> dict:  # type: ignore[type-arg]
+    return next(e for e in doc["keys"] if e["role"] == "issuer")
+
+
+def _public_station(doc: dict) -> dict:  # type: ignore[type-arg]
+    return next(e for e in doc["keys"] if e["role"] == "station")
+
+
+def _unrevoke(doc: dict) -> None:  # type: ignore[type-arg]
+    issuer = _issuer(doc)
+    issuer.pop("revoked_at")
+    issuer.pop("revocation_reason")
+
+
+def _add_station(doc: dict) -> None:  # type: ignore[type-arg]
+    public = PrivateKey.generate().public_key
+    doc["keys"].append(
+        {
+            "kid": public.key_id,
+            "role": "station",
+            "jwk": public.to_jwk(),
+            "not_before": "2026-01-01T00:00:00Z",
+            "scope": "ST-THIEF",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(_unrevoke, id="un-revoke"),
+        pytest.param(lambda d: _issuer(d).update(revoked_at="2027-01-01T00:00:00Z"), id="later"),
+        pytest.param(lambda d: _issuer(d).update(scope="440000"), id="re-scope"),
+        pytest.param(lambda d: _issuer(d).update(revocation_reason="other"), id="reason"),
+        pytest.param(lambda d: _issuer(d).update(not_before="2025-01-01T00:00:00Z"), id="window"),
+        pytest.param(lambda d: _public_station(d).update(not_after="2030-01-01T00:00:00Z")),
+        pytest.param(_add_station, id="add-a-station-key"),
+        pytest.param(lambda d: d["keys"].remove(_public_station(d)), id="drop-a-public-key"),
+        pytest.param(lambda d: _issuer(d).update(extra="member"), id="unknown-member"),
+        pytest.param(lambda d: d.update(records=d["check"]), id="another-seal"),
+    ],
+)
+def test_records_changed_without_the_passphrase_are_refused(store: KeyStore, change) -> None:  # type: ignore[no-untyped-def]
+    _edit(store, change)
+    with pytest.raises(CorruptKeyFile, match="without the passphrase"):
+        store.load(PASS)
+    with pytest.raises(CorruptKeyFile):  # nor can a key-changing command write over it
+        store.save(store.load(PASS, accept_unsealed=True), PASS)
+
+
+def test_a_file_without_the_seal_is_refused_and_reseal_repairs_it(store: KeyStore) -> None:
+    before = store.load(PASS)
+    _edit(store, lambda d: d.pop("records"))
+    with pytest.raises(CorruptKeyFile, match="keys reseal"):
+        store.load(PASS)
+    ring = store.load(PASS, accept_unsealed=True)
+    store.save(ring, PASS, accept_unsealed=True)
+    assert same(store.load(PASS), before)
+
+
+def test_reseal_keeps_a_deliberate_edit(store: KeyStore) -> None:
+    _edit(store, _unrevoke)
+    ring = store.load(PASS, accept_unsealed=True)
+    store.save(ring, PASS, accept_unsealed=True)
+    issuer = next(r for r in store.load(PASS) if r.role is Role.ISSUER)
+    assert issuer.revoked_at is None
+
+
+def test_a_wrong_passphrase_is_reported_before_the_seal(store: KeyStore) -> None:
+    _edit(store, _unrevoke)
+    with pytest.raises(WrongPassphrase):
+        store.load("not the passphrase")
+
+
+def test_the_seal_depends_on_neither_order_nor_layout(store: KeyStore) -> None:
+    before = store.load(PASS)
+    doc = json.loads(store.path.read_text())
+    doc["keys"].reverse()
+    doc["keys"] = [dict(reversed(list(entry.items()))) for entry in doc["keys"]]
+    store.path.write_text(json.dumps(dict(reversed(list(doc.items()))), indent=7))
+    assert same(store.load(PASS), before)
+
+
+def test_records_aad_known_answer() -> None:
+    """The exact bytes of docs/keys.md section 4.4's example."""
+    entries = [
+        {
+            "kid": "b-kid",
+            "role": "station",
+            "jwk": {"x": "X2", "kty": "OKP", "crv": "Ed25519"},
+            "not_before": "2026-12-07T00:00:00Z",
+            "scope": "站-1",
+            "private": "ignored",
+        },
+        {"role": "root", "kid": "a-kid", "not_before": "2026-12-07T00:00:00Z", "jwk": {}},
+    ]
+    assert keys.store.records_aad(entries) == (
+        b"unionledger-keyring/1 records\n"
+        b'[{"jwk":{},"kid":"a-kid","not_before":"2026-12-07T00:00:00Z","role":"root"},'
+        b'{"jwk":{"crv":"Ed25519","kty":"OKP","x":"X2"},"kid":"b-kid",'
+        b'"not_before":"2026-12-07T00:00:00Z","role":"station","scope":"\xe7\xab\x99-1"}]'
+    )
+
+
+def test_the_seal_is_a_tag_over_the_records_under_the_file_key(store: KeyStore) -> None:
+    """As an independent reader computes it: XChaCha20-Poly1305 of the empty plaintext with
+    the records as associated data, under K, opens."""
+    doc = json.loads(store.path.read_text())
+    salt = keys.jwk.b64url_decode(doc["kdf"]["salt"])
+    key = FAST.derive(PASS, salt)
+    blob = keys.jwk.b64url_decode(doc["records"])
+    assert len(blob) == 24 + 16
+    assert len(doc["records"]) == 54
+    opened = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        blob[24:], keys.store.records_aad(doc["keys"]), blob[:24], key
+    )
+    assert opened == b""
+
+
+@given(
+    member=st.sampled_from(["role", "scope", "not_before", "not_after", "revoked_at", "kid"]),
+    value=st.one_of(st.none(), st.text(max_size=30), st.integers()),
+    index=st.integers(0, 5),
+)
+def test_any_edit_of_a_record_is_refused(
+    tmp_path_factory: pytest.TempPathFactory, member: str, value: object, index: int
+) -> None:
+    store = KeyStore(tmp_path_factory.mktemp("ring"))
+    store.create(sample_ring(), PASS, kdf=FAST)
+    doc = json.loads(store.path.read_text())
+    entry = doc["keys"][index % len(doc["keys"])]
+    if entry.get(member) == value or (value is None and member not in entry):
+        return  # not an edit
+    if value is None:
+        entry.pop(member, None)
+    else:
+        entry[member] = value
+    store.path.write_text(json.dumps(doc))
+    with pytest.raises(CorruptKeyFile):
+        store.load(PASS)
