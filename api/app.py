@@ -28,13 +28,14 @@ from api import (
     routes_unions,
     routes_web,
 )
-from api.bootstrap import ensure_secrets
+from api.bootstrap import ensure_secrets, keyring_conflict
 from api.deps import Services, ServicesDep, log_signer
 from api.fastpath import RedemptionFastPath
 from api.keywatch import KeyringWatcher
 from api.settings import ConfigError, Settings, package_version
 from ledger.credentials import Credentials
 from ledger.db import make_engine
+from ledger.keyevents import KeyringConflict, keyring_on_chain
 from ledger.log import LogReader
 from ledger.members import Members
 from ledger.projections import default_projections
@@ -74,10 +75,12 @@ def _lifespan(
 def _watcher(
     services: Services, store: keys.KeyStore, passphrase: str, live: list[keys.Keyring]
 ) -> KeyringWatcher:
-    """The keyring watcher: a changed keyring file replaces ``live[0]`` (the checkpoint
-    signer's) and every service's keyring."""
+    """The keyring watcher: a changed keyring file is recorded on the chain, and the keyring
+    the chain and the file make together replaces ``live[0]`` (the checkpoint signer's) and
+    every service's keyring."""
 
     def use_keyring(ring: keys.Keyring) -> None:
+        ring = keyring_on_chain(services.sequencer, ring)  # KeyringConflict: keys kept
         live[0] = ring
         services.use_keyring(ring)
 
@@ -129,6 +132,21 @@ def create_app(settings: Settings) -> FastAPI:
     writer_engine = make_engine(settings.database_url, writer=True)
     log_signer(settings, keyring)  # no log key: fail now, not at the first checkpoint
     live = [keyring]  # what the checkpoint signer reads; the watcher replaces it (below)
+    sequencer = Sequencer(
+        writer_engine,
+        origin=settings.log_origin,
+        signer=lambda: log_signer(settings, live[0]),  # the keyring of the moment
+        projections=default_projections(),
+        max_batch=settings.max_batch,
+    )
+    try:  # the keyring's news on the chain; from now on the chain says which keys stand
+        keyring = live[0] = keyring_on_chain(sequencer, keyring)
+        log_signer(settings, keyring)
+    except (KeyringConflict, keys.KeysError) as e:
+        sequencer.close()
+        writer_engine.dispose()
+        engine.dispose()
+        raise keyring_conflict(e) from e
     members = Members(Vault.from_keyring(keyring), keyring.secret("member-pseudonym"))
     credentials = Credentials(keyring, members)
     members.change_hooks.append(credentials.on_member_change)  # re-issue or revoke
@@ -137,13 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine=engine,
         keyring=keyring,
         reader=LogReader(engine),
-        sequencer=Sequencer(
-            writer_engine,
-            origin=settings.log_origin,
-            signer=lambda: log_signer(settings, live[0]),  # the keyring of the moment
-            projections=default_projections(),
-            max_batch=settings.max_batch,
-        ),
+        sequencer=sequencer,
         members=members,
         credentials=credentials,
         redemptions=Redemptions(

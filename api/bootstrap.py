@@ -21,6 +21,7 @@ from api.settings import DEMO_MARKER, ConfigError, Settings, warn
 from ledger import unions
 from ledger.db import make_engine
 from ledger.domain import SYSTEM
+from ledger.keyevents import KeyringConflict, keyring_on_chain
 from ledger.projections import default_projections
 from ledger.schema import init_schema
 from ledger.sequencer import Sequencer, Tx
@@ -210,6 +211,14 @@ def init_data_dir(
 NATIONAL_UNION_NAME = "中华全国总工会"
 
 
+def keyring_conflict(e: Exception) -> ConfigError:
+    """What a server or a command says when the keyring file contradicts the ledger."""
+    return ConfigError(
+        f"the keyring file does not agree with the ledger ({e}): restore the keyring file"
+        " that belongs to this data directory (docs/keys.md section 4.6)"
+    )
+
+
 @contextmanager
 def ledger_writer(settings: Settings) -> Iterator[tuple[Engine, Sequencer]]:
     """The ledger of ``settings`` opened for writing by a command-line tool (the server may run
@@ -235,13 +244,18 @@ def ledger_writer(settings: Settings) -> Iterator[tuple[Engine, Sequencer]]:
     try:
         init_schema(engine)
         keyring = ensure_secrets(store, keyring, passphrase, engine)
+        live = [keyring]
         sequencer = Sequencer(
             writer,
             origin=settings.log_origin,
-            signer=lambda: log_signer(settings, keyring),
+            signer=lambda: log_signer(settings, live[0]),
             projections=default_projections(),
         )
         try:
+            try:
+                live[0] = keyring_on_chain(sequencer, keyring)
+            except KeyringConflict as e:
+                raise keyring_conflict(e) from e
             yield engine, sequencer
         finally:
             sequencer.close()

@@ -152,7 +152,32 @@ def _update(
     with store.locked():
         ring = change(store.load(passphrase))
         store.save(ring, passphrase)
+    if _has_ledger(settings):  # on the chain now, not at the server's next look (keys.md 4.6)
+        from api.bootstrap import ledger_writer  # noqa: PLC0415
+
+        with ledger_writer(settings):
+            pass
     return ring
+
+
+def _has_ledger(settings: Settings) -> bool:
+    """Whether the data directory's database exists and holds the ledger's key facts."""
+    from sqlalchemy import inspect  # noqa: PLC0415
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ledger.db import make_engine  # noqa: PLC0415
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        return False  # `keys init` made the keyring; nothing has opened the ledger yet
+    engine = make_engine(settings.database_url)
+    try:
+        return inspect(engine).has_table("chain_keys")
+    except SQLAlchemyError as e:
+        raise ConfigError(f"cannot open the ledger's database: {type(e).__name__}") from e
+    finally:
+        engine.dispose()
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
@@ -215,9 +240,33 @@ def cmd_keys_export_public(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _with_chain(settings: Settings, ring: keys.Keyring) -> keys.Keyring:
+    """``ring`` merged with the key facts of the data directory's ledger (docs/keys.md section
+    4.6), read without writing; the file alone when there is no database yet."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ledger.db import make_engine  # noqa: PLC0415
+    from ledger.keyevents import KeyringConflict, chain_records, merge  # noqa: PLC0415
+
+    if not _has_ledger(settings):
+        return ring
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            return merge(ring, chain_records(conn))
+    except SQLAlchemyError as e:
+        raise ConfigError(f"cannot read the ledger's key facts: {type(e).__name__}") from e
+    except KeyringConflict as e:
+        from api.bootstrap import keyring_conflict  # noqa: PLC0415
+
+        raise keyring_conflict(e) from e
+    finally:
+        engine.dispose()
+
+
 def cmd_keys_trust_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    ring = keys.KeyStore(settings.data_dir).load(settings.passphrase())
+    ring = _with_chain(settings, keys.KeyStore(settings.data_dir).load(settings.passphrase()))
     token = keys.sign_trust_list(ring, keys.utc_now(), ttl=timedelta(days=args.ttl_days))
     _out(token, args.out)
     return EXIT_OK

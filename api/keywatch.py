@@ -6,8 +6,9 @@ and checkpoints with a key the file had revoked, and kept accepting what that ke
 a restart. :class:`KeyringWatcher` looks at the file's identity (inode, size, modification
 time) every ``interval`` seconds and, when it changed, loads it again (the file is replaced
 atomically, ``keys.store.atomic_write``; the load takes the keyring's lock) and hands the new
-keyring to ``apply``. A file that cannot be loaded any more is logged and the keys in use are
-kept: a server never runs without keys because of a bad edit.
+keyring to ``apply`` (which records it on the chain, ``ledger.keyevents``). A file that cannot
+be loaded any more, or that contradicts the chain, is logged and the keys in use are kept: a
+server never runs without keys because of a bad edit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import os
 import threading
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 import keys
+from ledger.domain import DomainError
+from ledger.errors import LedgerError
 
 log = logging.getLogger("unionledger.keys")
 
@@ -66,8 +71,16 @@ class KeyringWatcher:
                 self._stamp = stamp  # not again until the file changes again
                 log.error("the keyring file changed but cannot be loaded (keys kept): %s", e)
                 return False
+            try:
+                self._apply(ring)
+            except (keys.KeysError, DomainError) as e:  # e.g. it contradicts the chain
+                self._stamp = stamp
+                log.error("the keyring file changed but is refused (keys kept): %s", e)
+                return False
+            except (SQLAlchemyError, LedgerError, TimeoutError) as e:  # not on the chain: retry
+                log.error("the keyring file changed but the ledger is unavailable: %s", e)
+                return False
             self._stamp = stamp
-            self._apply(ring)
             log.info("the keyring file changed: reloaded (%d keys)", len(list(ring)))
             return True
 

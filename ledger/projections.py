@@ -108,6 +108,7 @@ def default_projections() -> list[Projection]:
     """Every projection of the ledger, in the order they apply each entry (unions before
     members: a member's count lands on an existing union)."""
     from ledger.credentials import CredentialsProjection  # noqa: PLC0415
+    from ledger.keyevents import KeysProjection  # noqa: PLC0415
     from ledger.members import MembersProjection  # noqa: PLC0415  (domain modules import us)
     from ledger.offline import OfflineProjection  # noqa: PLC0415
     from ledger.programs import ProgramsProjection  # noqa: PLC0415
@@ -118,6 +119,7 @@ def default_projections() -> list[Projection]:
 
     return [
         EventCounts(),
+        KeysProjection(),
         UnionsProjection(),
         MembersProjection(),
         CredentialsProjection(),

@@ -26,9 +26,9 @@ from sqlalchemy import (
 )
 
 SCHEMA_VERSION = (
-    "9"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline;
+    "10"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline;
     # 7: statistics; 8: stats_months, stats_cells keyed (scope, period, program);
-    # 9: stations.daily_ceiling, station_ceilings
+    # 9: stations.daily_ceiling, station_ceilings; 10: chain_keys
 )
 
 metadata = MetaData()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -177,3 +180,59 @@ def test_settings_from_environment(tmp_path: Path) -> None:
         assert quiet.access_log is on
     with pytest.raises(ConfigError, match="ACCESS_LOG"):
         Settings.load(data_dir=tmp_path, environ={"UNIONLEDGER_ACCESS_LOG": "sometimes"})
+
+
+def _serving(settings: Settings) -> Any:
+    app = create_app(settings)
+    app.state.services.sequencer.close()
+    return app
+
+
+def test_a_keyring_file_rolled_back_past_a_revocation_does_not_undo_it(tmp_path: Path) -> None:
+    """docs/keys.md section 4.6: the server recorded the revocation on the chain; started
+    again on an older copy of the keyring file (sealed correctly: it opens), it still treats
+    the key as revoked, and the trust list it signs says so."""
+    settings = make_settings(tmp_path)
+    init_data_dir(settings, keys.utc_now() - timedelta(hours=1), kdf=keys.KdfParams.fastest())
+    store = keys.KeyStore(settings.data_dir)
+    _serving(settings)  # records the first keys
+    backup = store.path.read_bytes()
+    issuer = store.load(PASS).current(keys.Role.ISSUER, keys.utc_now(), scope="100000")
+    at = keys.utc_now().replace(microsecond=0)
+    with store.locked():
+        store.save(store.load(PASS).revoke(issuer.kid, at, "stolen"), PASS)
+    _serving(settings)  # records the revocation
+    store.path.write_bytes(backup)  # the old copy comes back
+    assert store.load(PASS).record(issuer.kid).revoked_at is None
+    app = _serving(settings)
+    assert app.state.services.keyring.record(issuer.kid).revoked_at == at
+    token = TestClient(app).get("/v1/trust-list").text
+    listed = {e["kid"]: e for e in jwt.decode(token, options={"verify_signature": False})["keys"]}
+    assert listed[issuer.kid]["revoked"] == int(at.timestamp())
+
+
+def test_a_keyring_file_of_another_ledger_is_refused(tmp_path: Path) -> None:
+    """A key the chain knows as one union's issuer key, claimed by the file for another
+    union: the server does not start, and says why."""
+    settings = make_settings(tmp_path)
+    init_data_dir(settings, keys.utc_now(), kdf=keys.KdfParams.fastest())
+    _serving(settings)
+    store = keys.KeyStore(settings.data_dir)
+    ring = store.load(PASS)
+    issuer = ring.current(keys.Role.ISSUER, keys.utc_now(), scope="100000")
+    moved = keys.KeyRecord(
+        kid=issuer.kid,
+        role=keys.Role.ISSUER,
+        public_key=issuer.public_key,
+        not_before=issuer.not_before,
+        scope="440000",
+    )
+    forged = keys.Keyring(
+        [*(r for r in ring if r.kid != issuer.kid), moved],
+        dict(ring.private_keys()),
+        {name: ring.secret(name) for name in ring.secret_names()},
+    )
+    with store.locked():
+        store.save(forged, PASS)  # with the passphrase: the seal cannot tell
+    with pytest.raises(ConfigError, match="does not agree with the ledger"):
+        create_app(settings)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 PASS = "cli test passphrase, long enough"
@@ -234,7 +235,9 @@ def test_init_creates_the_national_federation_and_provinces(tmp_path: Path) -> N
     assert "created unions: 100000, 110000, 440000" in first.stdout
     again = run("init", "--data-dir", d, "--provinces", str(csv_file))
     assert "created unions" not in again.stdout  # idempotent: what exists is kept
-    assert "entries:    3\n" in run("ledger", "status", "--data-dir", d).stdout
+    # The keyring's four keys (root, log, api, the national issuer: KeyPublished) and then
+    # the three unions.
+    assert "entries:    7\n" in run("ledger", "status", "--data-dir", d).stdout
 
     bad = tmp_path / "bad.csv"
     bad.write_text("code,name\n120000,天津\n", encoding="utf-8")
@@ -242,7 +245,9 @@ def test_init_creates_the_national_federation_and_provinces(tmp_path: Path) -> N
     broken = tmp_path / "broken.csv"
     broken.write_text("code,name_zh,name_en,federation_zh\n12 0000,天津市,Tianjin,x\n")
     assert_one_line_error(run("init", "--data-dir", d, "--provinces", str(broken), ok=False), 2)
-    assert "entries:    3\n" in run("ledger", "status", "--data-dir", d).stdout
+    # The keyring's four keys (root, log, api, the national issuer: KeyPublished) and then
+    # the three unions.
+    assert "entries:    7\n" in run("ledger", "status", "--data-dir", d).stdout
 
 
 def test_init_with_the_shared_reference_provinces(tmp_path: Path) -> None:
@@ -275,3 +280,28 @@ def test_a_hand_edit_of_the_records_is_refused_until_resealed(tmp_path: Path) ->
     run("keys", "trust-list", "--data-dir", d)
     wrong = {"UNIONLEDGER_KEY_PASSPHRASE": "not the passphrase at all"}
     assert_one_line_error(run("keys", "reseal", "--data-dir", d, env=wrong, ok=False), 3)
+
+
+def test_a_revocation_is_on_the_ledger_at_once_and_outlives_a_rollback(tmp_path: Path) -> None:
+    """docs/keys.md section 4.6: `keys revoke` on a data directory with a ledger records the
+    revocation on the chain in the same command; an older keyring file put back (it opens:
+    its seal is right) then changes nothing: `keys trust-list` still lists the key revoked."""
+    d = str(tmp_path / "data")
+    run("init", "--data-dir", d)
+    status = run("ledger", "status", "--data-dir", d).stdout
+    path = tmp_path / "data" / "keys" / "keyring.json"
+    backup = path.read_bytes()
+    issuer = next(
+        k
+        for k in json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+        if k["role"] == "issuer"
+    )["kid"]
+    run("keys", "revoke", "--at", "2026-12-01T00:00:00Z", "--data-dir", d, "--", issuer)
+    after = run("ledger", "status", "--data-dir", d).stdout
+    before_size = int(status.split()[1])
+    assert f"entries:    {before_size + 1}\n" in after  # one KeyRevoked
+    path.write_bytes(backup)
+    token = run("keys", "trust-list", "--data-dir", d).stdout.strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    listed = {k["kid"]: k for k in claims["keys"]}
+    assert listed[issuer]["revoked"] == 1796083200  # 2026-12-01T00:00:00Z

@@ -155,3 +155,25 @@ def test_a_revocation_undone_by_hand_is_not_followed(app: Any) -> None:
     keys.store.atomic_write(store.path, json.dumps(doc).encode(), mode=0o600)
     assert services.watcher.check() is False  # the edit is not taken
     assert _me(client, stolen) == 401
+
+
+def test_an_older_copy_of_the_file_put_back_does_not_undo_a_revocation(app: Any) -> None:
+    """The rollback the seal cannot see (docs/keys.md section 4.6): the revocation is on the
+    chain, so the old file, which opens, changes nothing the chain said."""
+    services = app.state.services
+    client = TestClient(app)
+    store = keys.KeyStore(services.settings.data_dir)
+    backup = store.path.read_bytes()
+    token = login(client, "auditor-1")
+    before, old, new = _rotate_and_revoke_api_key(services.settings.data_dir)
+    assert services.watcher.check() is True
+    time.sleep(1.1)
+    stolen = _forged(before, old, token)
+    assert _me(client, stolen) == 401
+    time.sleep(0.01)  # a new modification time for the watcher
+    keys.store.atomic_write(store.path, backup, mode=0o600)
+    assert store.load(PASS).record(old).revoked_at is None  # the old copy opens
+    assert services.watcher.check() is True  # and is loaded...
+    assert services.keyring.record(old).revoked_at is not None  # ...merged with the chain
+    assert _me(client, stolen) == 401
+    assert new in services.keyring  # known from the chain, though the file lacks it
