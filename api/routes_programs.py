@@ -21,6 +21,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
 
 import keys
 from api.auth import AuditorOrOfficialDep, MemberDep, OfficialDep, StationDep, require
@@ -459,9 +460,36 @@ def _answer_retry(services: Any, station: str, body: RedeemRequest) -> r.Redeeme
     return again
 
 
+class RedemptionSeen(RedemptionOut):
+    """A redemption as the listing and the single read show it: with what its reader may do."""
+
+    window_ends: str = Field(
+        description="until when the station that redeemed, or an official without a reason,"
+        " may reverse it (RFC 3339); after it only an official, with a reason"
+    )
+    can_reverse: bool = Field(
+        description="whether the caller may reverse it now (an official past the window: with"
+        " a reason)"
+    )
+
+
 class RedemptionPage(BaseModel):
-    items: list[RedemptionOut]
+    items: list[RedemptionSeen]
     next: int | None = Field(None, description="Pass as `before` for the next (older) page")
+
+
+def redemption_seen(
+    services: ServicesDep, conn: Connection, actor: Actor, row: r.RedemptionRow, name: str | None
+) -> RedemptionSeen:
+    fields = _redemption_fields(row, name, None, _receipt(services, row.redemption))
+    judge = services.redemptions
+    now = datetime.now(UTC)  # to the microsecond, as the reversal judges
+    refusal = judge.reversal_refusal(conn, actor, row, now, reason="(a reason)")
+    return RedemptionSeen(
+        **fields,
+        window_ends=keys.format_rfc3339(judge.window_ends(row)),
+        can_reverse=refusal is None,
+    )
 
 
 @router.get("/v1/redemptions", summary="Redemptions, newest first (to find one to reverse)")
@@ -478,22 +506,24 @@ def list_redemptions(
             conn, actor, union=union, station=station, before=before, limit=limit
         )
         names = {row.program_id: p.get_program(conn, row.program_id) for row in rows}
-    items = [
-        redemption_out(services, row, name=getattr(names[row.program_id], "name", None))
-        for row in rows
-    ]
+        items = [
+            redemption_seen(
+                services, conn, actor, row, getattr(names[row.program_id], "name", None)
+            )
+            for row in rows
+        ]
     return RedemptionPage(items=items, next=rows[-1].redemption if len(rows) == limit else None)
 
 
 @router.get("/v1/redemptions/{redemption}", summary="One redemption with its receipt")
 def get_redemption(
     services: ServicesDep, actor: AnyoneDep, redemption: Annotated[int, Path(ge=0, le=2**62)]
-) -> RedemptionOut:
+) -> RedemptionSeen:
     with services.engine.connect() as conn:
         row = r.visible_redemption(conn, actor, redemption)
         program = p.get_program(conn, row.program_id)
         name = None if program is None else p.name_at(conn, program, row.at)
-    return redemption_out(services, row, name=name)
+        return redemption_seen(services, conn, actor, row, name)
 
 
 class ReverseRequest(BaseModel):

@@ -10,7 +10,10 @@ exactly the command line's:
   ``online`` (whether this process can reach the server now);
 - ``POST /api/verify`` ``{text}``: the verdict, offline, with the cached lists;
 - ``POST /api/redeem`` ``{text, program, quantity, mode}`` (``auto``, ``online``, ``offline``);
-- ``POST /api/sync``: upload the pending records.
+- ``POST /api/sync``: upload the pending records;
+- ``GET /api/redemptions[?before=ID]``: the station's own redemptions, newest first (the
+  server's ``GET /v1/redemptions`` under the station's login: ``{items, next}``);
+- ``POST /api/reverse`` ``{redemption, reason}``: reverse one (within the reversal window).
 
 The standard library's :class:`http.server.ThreadingHTTPServer`, bound to 127.0.0.1 only; one
 lock serialises the operations (one queue, one device). Only a fixed table of files is served,
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +62,35 @@ class StationApp:
         self.directory = directory
         self.timeout = timeout
         self.lock = threading.Lock()
+        self.session = station_cli.Session(directory, timeout)  # one login, kept
+
+    def _on_server(self, call: Callable[[station_cli.Server], dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            try:
+                return self.session.call(call)
+            except station_cli.Unreachable as e:
+                return {
+                    "exit": station_cli.EXIT_UNREACHABLE,
+                    "code": "server-unreachable",
+                    "message": str(e),
+                }
+
+    def redemptions(self, before: int | None) -> dict[str, Any]:
+        return self._on_server(lambda server: station_cli.list_redemptions(server, before=before))
+
+    def reverse(self, body: dict[str, Any]) -> dict[str, Any]:
+        redemption = body.get("redemption")
+        reason = body.get("reason")
+        if not isinstance(redemption, int) or isinstance(redemption, bool) or redemption < 0:
+            raise BadRequest("redemption: the redemption's number")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
+            raise BadRequest("reason: at most 200 characters, or absent")
+        reason = reason.strip() or None if reason else None
+        result = self._on_server(
+            lambda server: station_cli.reverse_redemption(server, redemption, reason)
+        )
+        result.setdefault("reversed", False)
+        return result
 
     def online(self) -> bool:
         state = station_cli.StationDir(self.directory).state()
@@ -101,6 +134,7 @@ class StationApp:
                     quantity=quantity,
                     mode=mode,
                     timeout=self.timeout,
+                    session=self.session,
                 )
             except station_cli.Unreachable as e:
                 return {
@@ -161,9 +195,16 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, payload, "application/json")
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/api/status":
             self._call(self.app.status)
+            return
+        if path == "/api/redemptions":
+            before = urllib.parse.parse_qs(query).get("before", [None])[-1]
+            if before is not None and not before.isdigit():
+                self._json(HTTPStatus.BAD_REQUEST, {"error": "before: a redemption's number"})
+                return
+            self._call(lambda: self.app.redemptions(None if before is None else int(before)))
             return
         name = FILES.get(path)
         file = WEB_DIR / name if name else None
@@ -180,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
             "/api/verify": self.app.verify,
             "/api/redeem": self.app.redeem,
             "/api/sync": lambda _body: self.app.sync(),
+            "/api/reverse": self.app.reverse,
         }
         operation = routes.get(path)
         if operation is None:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -465,33 +466,26 @@ def _refused(exit_code: int, code: str, message: str, **extra: Any) -> dict[str,
     return {"valid": False, "exit": exit_code, "code": code, "message": message, **extra}
 
 
-def _redeem_online(
-    state: Mapping[str, Any],
-    key: keys.PrivateKey,
-    text: str,
-    *,
-    program: str,
-    quantity: int,
-    timeout: float,
-) -> dict[str, Any]:
-    server = Server(state["server"], timeout)
-    server.login(state["station"], key)
-    answer = server.request(
-        "POST",
-        "/v1/redemptions",
-        {
-            "presentation": text,
-            "program": program,
-            "quantity": quantity,
-            "idempotency_key": str(uuid.uuid4()),
-        },
-    )
-    if not answer.ok:
-        body = answer.body if isinstance(answer.body, dict) else {}
-        slug = str(body.get("type") or f"http-{answer.status}").rsplit("/", 1)[-1]
-        code = str(body.get("reason") or slug)
-        return {**_refused(EXIT_FAILED, code, answer.problem()), "mode": "online"}
-    r = answer.body
+def _redeem_online(session: Session, text: str, *, program: str, quantity: int) -> dict[str, Any]:
+    def redeem(server: Server) -> dict[str, Any]:
+        answer = server.request(
+            "POST",
+            "/v1/redemptions",
+            {
+                "presentation": text,
+                "program": program,
+                "quantity": quantity,
+                "idempotency_key": str(uuid.uuid4()),
+            },
+        )
+        if not answer.ok:
+            return {"valid": False, **_refusal(answer), "mode": "online"}
+        return _redeemed_online(answer.body)
+
+    return session.call(redeem)
+
+
+def _redeemed_online(r: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "redeemed": True,
         "exit": EXIT_OK,
@@ -573,9 +567,11 @@ def redeem_text(
     quantity: int = 1,
     mode: str = "auto",
     timeout: float = 10.0,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     """Redeem online, or offline when ``mode`` is ``offline`` or (``auto``) the server cannot
-    be reached (``unreachable`` then says why). Raises :class:`Unreachable` in ``online`` mode."""
+    be reached (``unreachable`` then says why). Raises :class:`Unreachable` in ``online`` mode.
+    Online, through ``session`` (its kept login) or a new one."""
     if not 1 <= quantity <= 1000:
         raise CommandError(EXIT_USAGE, "--quantity must be from 1 to 1000")
     if mode not in ("auto", "online", "offline"):
@@ -586,7 +582,7 @@ def redeem_text(
     if mode != "offline":
         try:
             return _redeem_online(
-                state, key, text, program=program, quantity=quantity, timeout=timeout
+                session or Session(directory, timeout), text, program=program, quantity=quantity
             )
         except Unreachable as e:
             if mode == "online":
@@ -661,6 +657,85 @@ def sync_dir(directory: str, *, batch_size: int = BATCH, timeout: float = 10.0) 
         "problems": problems,
         "exit": EXIT_FAILED if problems or left else EXIT_OK,
     }
+
+
+# -- the station's own redemptions, and reversing one (docs/station.md section 11) ------------
+
+LIST_LIMIT = 20
+
+
+def logged_in(directory: str, timeout: float) -> Server:
+    """The server of ``directory``, logged in as its station with its device key."""
+    state = StationDir(directory).state()
+    server = Server(state["server"], timeout)
+    server.login(state["station"], _load_key(state["device_key"]))
+    return server
+
+
+class Session:
+    """The station's login, kept while its access token lasts: station logins are limited per
+    client address (docs/auth.md section 4: 20 attempts a minute, a login being two), so the
+    station app logs in once, not once per redemption. A command of the command line makes
+    one per run. Not thread-safe: the station app calls it under its lock."""
+
+    def __init__(self, directory: str, timeout: float) -> None:
+        self.directory = directory
+        self.timeout = timeout
+        self.server: Server | None = None
+
+    def call(self, request: Callable[[Server], dict[str, Any]]) -> dict[str, Any]:
+        """``request`` with the server logged in; logged in again, and ``request`` made again,
+        once when the server answers 401 (the token expired): ``request`` must then return
+        the answer's ``status``, as :func:`_refusal` does.
+
+        Raises:
+            Unreachable, CommandError (the login refused).
+        """
+        if self.server is None:
+            self.server = logged_in(self.directory, self.timeout)
+        result = request(self.server)
+        if result.get("status") == HTTPStatus.UNAUTHORIZED:
+            self.server = logged_in(self.directory, self.timeout)
+            result = request(self.server)
+        return result
+
+
+def _refusal(answer: Answer) -> dict[str, Any]:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    slug = str(body.get("type") or f"http-{answer.status}").rsplit("/", 1)[-1]
+    return {
+        "exit": EXIT_FAILED,
+        "status": answer.status,
+        "code": str(body.get("reason") or slug),
+        "message": answer.problem(),
+    }
+
+
+def list_redemptions(
+    server: Server, *, before: int | None = None, limit: int = LIST_LIMIT
+) -> dict[str, Any]:
+    """The station's own redemptions, newest first (``GET /v1/redemptions``): ``items``
+    (without their receipts) and ``next`` (the ``before`` of the next, older, page), or a
+    refusal (``code`` and ``message``)."""
+    params = {"limit": str(limit)}
+    if before is not None:
+        params["before"] = str(before)
+    answer = server.request("GET", "/v1/redemptions?" + urllib.parse.urlencode(params))
+    if not answer.ok:
+        return _refusal(answer)
+    items = [{k: v for k, v in item.items() if k != "receipt"} for item in answer.body["items"]]
+    return {"exit": EXIT_OK, "items": items, "next": answer.body["next"]}
+
+
+def reverse_redemption(server: Server, redemption: int, reason: str | None) -> dict[str, Any]:
+    """Reverse one of the station's redemptions (within the window: after it only an official
+    may): ``reversed`` and the reversal's entry, or a refusal (``code`` and ``message``)."""
+    answer = server.request(
+        "POST", f"/v1/redemptions/{int(redemption)}/reverse", {"reason": reason}
+    )
+    if not answer.ok:
+        return {"reversed": False, **_refusal(answer)}
+    return {"reversed": True, "exit": EXIT_OK, "redemption": int(redemption), **answer.body}
 
 
 def status_doc(directory: str) -> dict[str, Any]:
@@ -837,6 +912,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_redemptions(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 100:
+        raise CommandError(EXIT_USAGE, "--limit must be from 1 to 100")
+    r = list_redemptions(logged_in(args.dir, args.timeout), before=args.before, limit=args.limit)
+    if args.json:
+        print(json.dumps(r, indent=2, ensure_ascii=False))
+        return int(r["exit"])
+    if "items" not in r:
+        print(f"refused: {r['message']}")
+        return int(r["exit"])
+    for item in r["items"]:
+        state = (
+            f"reversed {item['reversed_at']}"
+            if item["reversed_at"]
+            else ("reversible" if item["can_reverse"] else "ask an official to reverse")
+        )
+        print(
+            f"{item['redemption']}  {item['at']}  {item['program_name']} ({item['program']})"
+            f"  x{item['quantity']}  {_yuan(item['value'])}  member {item['member_id']}  {state}"
+        )
+    if not r["items"]:
+        print("no redemptions")
+    if r["next"] is not None:
+        print(f"older: --before {r['next']}")
+    return EXIT_OK
+
+
+def cmd_reverse(args: argparse.Namespace) -> int:
+    reason = args.reason.strip() if args.reason else None
+    r = reverse_redemption(logged_in(args.dir, args.timeout), args.redemption, reason or None)
+    if r["reversed"]:
+        print(f"reversed redemption {args.redemption}: entry {r.get('index')}")
+    else:
+        print(f"refused: {r['message']}")
+    return int(r["exit"])
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.station_app import serve  # noqa: PLC0415  (only this command needs it)
 
@@ -939,6 +1051,22 @@ def add_station_commands(station_cmd: argparse.ArgumentParser) -> None:
     common(k)
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=_run(cmd_status))
+
+    k = ssub.add_parser("redemptions", help="this station's redemptions, newest first")
+    common(k, network=True)
+    k.add_argument("--before", type=int, metavar="ID", help="older than this redemption")
+    k.add_argument("--limit", type=int, default=LIST_LIMIT, help="how many (1 to 100)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=_run(cmd_redemptions))
+
+    k = ssub.add_parser(
+        "reverse",
+        help="reverse one of this station's redemptions, within the reversal window",
+    )
+    common(k, network=True)
+    k.add_argument("redemption", type=int, metavar="ID", help="the redemption's number")
+    k.add_argument("--reason", help="why (kept on the ledger)")
+    k.set_defaults(func=_run(cmd_reverse))
 
     k = ssub.add_parser(
         "serve",

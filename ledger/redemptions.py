@@ -66,7 +66,7 @@ from ledger import members as m
 from ledger import programs as p
 from ledger import unions
 from ledger.db import driver_execute, driver_sql
-from ledger.domain import SYSTEM, Actor, Conflict, Forbidden, Invalid, NotFound, Role
+from ledger.domain import SYSTEM, Actor, Conflict, DomainError, Forbidden, Invalid, NotFound, Role
 from ledger.schema import projection_metadata
 from ledger.sequencer import Tx
 from verifier.credential import VerifiedPresentation
@@ -1004,6 +1004,41 @@ class Redemptions:
         renews = None if rules.quota_per is p.Per.PROGRAM else p.format_time(rules.period_end(now))
         return Redeemed(row, repeated, name, max(remaining, 0), renews)
 
+    def window_ends(self, row: RedemptionRow) -> datetime:
+        """Until when the station that redeemed, or an official without a reason, may reverse
+        ``row``; after it, only an official, with a reason."""
+        return datetime.fromisoformat(row.at.replace("Z", "+00:00")) + self.reversal_window
+
+    def reversal_refusal(
+        self,
+        conn: Connection,
+        actor: Actor,
+        row: RedemptionRow,
+        now: datetime,
+        *,
+        reason: str | None,
+    ) -> DomainError | None:
+        """Why ``actor`` may not reverse ``row`` (visible to them) at ``now`` with ``reason``
+        (blank already made ``None``), or ``None`` when they may: what :meth:`reverse` checks,
+        and what a listing says of each row (``can_reverse``)."""
+        if actor.role not in (Role.OFFICIAL, Role.STATION, Role.SYSTEM):
+            return Forbidden("only the station or an official reverses a redemption")
+        if (
+            actor.role is Role.OFFICIAL
+            and actor.scope is not None
+            and not unions.is_within(conn, actor.scope, row.funding_union)
+            and not unions.is_within(conn, actor.scope, row.operating_union)
+        ):
+            return UnknownRedemption(f"no redemption {row.redemption}")
+        if row.reversed_at is not None:
+            return AlreadyReversed("this redemption was already reversed")
+        if now > self.window_ends(row):
+            if actor.role is Role.STATION:
+                return ReversalWindowClosed("past the reversal window: ask an official")
+            if not reason:
+                return ReversalWindowClosed("past the reversal window a reason is required")
+        return None
+
     def reverse(self, tx: Tx, actor: Actor, redemption: int, *, reason: str | None = None) -> Entry:
         """Append ``RedemptionReversed`` (quota and budget come back).
 
@@ -1014,24 +1049,12 @@ class Redemptions:
         if actor.role not in (Role.OFFICIAL, Role.STATION, Role.SYSTEM):
             raise Forbidden("only the station or an official reverses a redemption")
         row = visible_redemption(conn, actor, redemption)
-        if (
-            actor.role is Role.OFFICIAL
-            and actor.scope is not None
-            and not unions.is_within(conn, actor.scope, row.funding_union)
-            and not unions.is_within(conn, actor.scope, row.operating_union)
-        ):
-            raise UnknownRedemption(f"no redemption {redemption}")
-        if row.reversed_at is not None:
-            raise AlreadyReversed("this redemption was already reversed")
         if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
             raise Invalid("a reason is at most 200 characters")
         reason = reason.strip() or None if reason is not None else None  # blank is no reason
-        at = datetime.fromisoformat(row.at.replace("Z", "+00:00"))
-        if tx.now - at > self.reversal_window:
-            if actor.role is Role.STATION:
-                raise ReversalWindowClosed("past the reversal window: ask an official")
-            if not reason:
-                raise ReversalWindowClosed("past the reversal window a reason is required")
+        refusal = self.reversal_refusal(conn, actor, row, tx.now, reason=reason)
+        if refusal is not None:
+            raise refusal
         return tx.append(
             "RedemptionReversed",
             actor.ledger_actor,

@@ -20,7 +20,7 @@ const GROUPS = [
 ];
 const MEMBER_STATUSES = ["pending", "active", "rejected", "left", "erased"];
 const LOC_PREFIXES = ["body", "query", "path", "person"]; // of a validation error's field path
-const VIEWS = ["members", "programs", "stations"]; // the tabs of a union
+const VIEWS = ["members", "programs", "stations", "redemptions"]; // the tabs of a union
 const PROGRAM_KINDS = ["universal", "targeted"];
 const PROGRAM_STATUSES = ["open", "closed"];
 const QUOTA_PERS = ["program", "month", "week", "day"];
@@ -36,6 +36,10 @@ const MAX_COUNT = 1000;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/; // program, station and union ids
 const DEGREES_RE = /^-?(?:0|[1-9][0-9]{0,2})(?:\.[0-9]{1,7})?$/;
 const REVOKE_REASONS = ["keys.reason-lost", "keys.reason-replaced", "keys.reason-stolen"];
+const REDEMPTION_PAGE = 20; // GET /v1/redemptions takes up to 100
+const REVERSE_REASONS = [
+  "reverse.reason-mistake", "reverse.reason-wrong-program", "reverse.reason-not-handed",
+];
 
 // -- translations ---------------------------------------------------------------------------------
 
@@ -174,6 +178,10 @@ const DETAIL_PATTERNS = [
   [/^not an Ed25519 public JWK/, "why.station-key"],
   [/^a station has at most (\d+) unrevoked keys$/, "why.too-many-keys", ["max"]],
   [/^a daily ceiling is /, "why.daily-ceiling"],
+  [/^past the reversal window a reason is required$/, "why.reversal-reason"],
+  [/^past the reversal window: ask an official$/, "why.reversal-station"],
+  [/^this redemption was already reversed$/, "why.already-reversed"],
+  [/^no redemption (\d+)$/, "why.unknown-redemption", ["id"]],
 ];
 
 function translateDetail(detail) {
@@ -332,9 +340,16 @@ const state = {
   stationForm: null, // { mode: "create" | "edit", row }
   revokeKid: null,
   privateKeyUrl: null,
+  redemptions: [], // the rows listed (without their receipts), newest first
+  redemptionsNext: null, // `before` of the next (older) page, null at the end
+  redemptionsLoaded: false,
+  reversing: null, // the redemption the reverse dialog is about
+  pastWindow: new Set(), // redemptions the server said are past the reversal window
+  highlightRedemption: null, // the one just reversed
   programsSeq: 0,
   stationsSeq: 0,
   stationSeq: 0,
+  redemptionsSeq: 0,
 };
 
 function resetState() {
@@ -365,12 +380,19 @@ function resetState() {
     station: null,
     stationForm: null,
     revokeKid: null,
+    redemptions: [],
+    redemptionsNext: null,
+    redemptionsLoaded: false,
+    reversing: null,
+    pastWindow: new Set(),
+    highlightRedemption: null,
   });
   state.unionSeq += 1;
   state.memberSeq += 1;
   state.programsSeq += 1;
   state.stationsSeq += 1;
   state.stationSeq += 1;
+  state.redemptionsSeq += 1;
 }
 
 // -- logging in and out ---------------------------------------------------------------------------
@@ -473,7 +495,7 @@ async function loadUnionOptions() {
   }
 }
 
-// -- routing: #/union/<code>[/member/<id> | /programs | /stations] -----------------------------
+// -- routing: #/union/<code>[/member/<id> | /programs | /stations | /redemptions] --------------
 
 function routeHash(union, member, view = "members") {
   let hash = `#/union/${encodeURIComponent(union)}`;
@@ -484,7 +506,7 @@ function routeHash(union, member, view = "members") {
 
 function parseHash() {
   const match = location.hash.match(
-    /^#\/union\/([^/]+)(?:\/member\/([^/]+)|\/(programs|stations))?$/,
+    /^#\/union\/([^/]+)(?:\/member\/([^/]+)|\/(programs|stations|redemptions))?$/,
   );
   if (!match) return null;
   try {
@@ -514,8 +536,10 @@ async function route() {
   if (target.union !== state.unionCode) {
     Object.assign(state, { programs: [], programsLoaded: false, stations: [], stationsNext: null });
     state.stationsLoaded = false;
+    Object.assign(state, { redemptions: [], redemptionsNext: null, redemptionsLoaded: false });
     renderPrograms();
     renderStations();
+    renderRedemptions();
   }
   if (target.view !== state.view || target.union !== state.unionCode) {
     closeProgram(); // an opened program or station belongs to its tab and union
@@ -541,6 +565,7 @@ async function loadView() {
   state.viewKey = key;
   if (state.view === "programs") await loadPrograms();
   else if (state.view === "stations") await loadStations();
+  else if (state.view === "redemptions") await loadRedemptions();
 }
 
 function renderView() {
@@ -556,6 +581,7 @@ function renderView() {
   show($("members-section"), ok && state.view === "members");
   show($("programs-section"), ok && state.view === "programs");
   show($("stations-section"), ok && state.view === "stations");
+  show($("redemptions-section"), ok && state.view === "redemptions");
 }
 
 // -- the union tree --------------------------------------------------------------------------
@@ -1769,6 +1795,221 @@ async function finishProgram() {
   });
 }
 
+// -- redemptions: the list, and reversing one ------------------------------------------------
+
+// A redemption as listed: the receipt (the entry's proof bundle) is not needed here.
+function slimRedemption(row) {
+  const { receipt: _receipt, ...rest } = row;
+  return rest;
+}
+
+async function loadRedemptions({ more = false } = {}) {
+  const seq = ++state.redemptionsSeq;
+  const union = state.unionCode;
+  const params = new URLSearchParams({ union, limit: String(REDEMPTION_PAGE) });
+  if (more && state.redemptionsNext !== null) params.set("before", String(state.redemptionsNext));
+  try {
+    const page = await api("GET", `/v1/redemptions?${params}`);
+    if (seq !== state.redemptionsSeq || union !== state.unionCode) return;
+    const items = page.items.map(slimRedemption);
+    state.redemptions = more ? [...state.redemptions, ...items] : items;
+    state.redemptionsNext = page.next ?? null;
+    state.redemptionsLoaded = true;
+    renderRedemptions();
+  } catch (error) {
+    if (seq === state.redemptionsSeq) report(error);
+  }
+}
+
+// One redemption read again (after reversing it, or when the server says it is reversed).
+async function refreshRedemption(id) {
+  try {
+    const fresh = slimRedemption(await api("GET", `/v1/redemptions/${id}`));
+    state.redemptions = state.redemptions.map((r) => (r.redemption === id ? fresh : r));
+    if (state.reversing?.redemption === id) state.reversing = fresh;
+    renderRedemptions();
+  } catch (error) {
+    report(error);
+  }
+}
+
+function amountText(row) {
+  const quantity = formatCount(row.quantity);
+  if (!row.value) return t("redemptions.amount-free", { quantity });
+  return t("redemptions.amount", { quantity, value: formatYuan(row.value) });
+}
+
+function redemptionBadge(row) {
+  const id = row.redemption;
+  if (row.reversed_at) {
+    return h("span", {
+      class: "badge reversed",
+      testid: `redemption-state-${id}`,
+      title: row.reversed_at,
+      text: t("redemptions.reversed-at", { time: formatTime(row.reversed_at) }),
+    });
+  }
+  return h("span", {
+    class: "badge active",
+    testid: `redemption-state-${id}`,
+    text: t("redemptions.recorded"),
+  });
+}
+
+function renderRedemptions() {
+  const rows = state.redemptions.map((r) => {
+    const id = r.redemption;
+    const actions = [];
+    if (!r.reversed_at && r.can_reverse === false) {
+      // The server says this official may not (they see it through the member's home union).
+      actions.push(
+        h("small", {
+          class: "past-window",
+          testid: `not-yours-${id}`,
+          text: t("redemptions.not-yours"),
+        }),
+      );
+    } else if (!r.reversed_at) {
+      actions.push(
+        h("button", {
+          type: "button",
+          class: "button small danger",
+          testid: `reverse-${id}`,
+          "aria-label": t("redemptions.reverse-row", { id }),
+          text: t("redemptions.reverse"),
+          onclick: () => openReverse(id),
+        }),
+      );
+      if (pastWindow(r)) {
+        actions.push(
+          h("small", {
+            class: "past-window",
+            testid: `past-window-${id}`,
+            text: t("redemptions.past-window"),
+          }),
+        );
+      }
+    }
+    return h(
+      "tr",
+      {
+        testid: `redemption-row-${id}`,
+        "data-reversed": r.reversed_at ? "true" : "false",
+        class: id === state.highlightRedemption ? "highlight" : null,
+      },
+      h("td", {
+        class: "nowrap",
+        "data-label": t("redemptions.col-time"),
+        title: r.at,
+        text: formatTime(r.at),
+      }),
+      h(
+        "td",
+        { "data-label": t("redemptions.col-program") },
+        h("span", { class: "union-cell" }, r.program_name,
+          h("small", { class: "mono", text: `${r.program} · #${id}` })),
+      ),
+      h("td", {
+        class: "mono nowrap",
+        "data-label": t("redemptions.col-station"),
+        text: r.station,
+      }),
+      h("td", {
+        class: "nowrap",
+        "data-label": t("redemptions.col-amount"),
+        text: amountText(r),
+      }),
+      h("td", {
+        class: "mono nowrap",
+        "data-label": t("redemptions.col-member"),
+        testid: `redemption-member-${id}`,
+        text: r.member_id,
+      }),
+      h("td", { "data-label": t("redemptions.col-state") }, redemptionBadge(r)),
+      h("td", { class: "row-actions", "data-label": t("redemptions.col-actions") }, actions),
+    );
+  });
+  $("redemptions-body").replaceChildren(...rows);
+  show($("redemptions-empty"), state.redemptionsLoaded && rows.length === 0);
+  show($("redemptions-more"), state.redemptionsNext !== null);
+}
+
+function renderReverse() {
+  $("reverse-reasons").replaceChildren(
+    ...REVERSE_REASONS.map((key) => h("option", { value: t(key) })),
+  );
+  const row = state.reversing;
+  if (!row) return;
+  $("reverse-text").textContent = t("reverse.text", {
+    id: row.redemption,
+    program: row.program_name,
+    station: row.station,
+    amount: amountText(row),
+    time: formatTime(row.at),
+    member: row.member_id,
+  });
+  const required = pastWindow(row);
+  const input = $("reverse-reason");
+  input.required = required;
+  input.setAttribute("aria-required", required ? "true" : "false");
+  const label = required ? "reverse.reason-required" : "reverse.reason";
+  $("reverse-reason-label").textContent = t(label);
+  $("reverse-reason-hint").textContent = t(
+    required ? "reverse.reason-hint-required" : "reverse.reason-hint",
+  );
+}
+
+function openReverse(id) {
+  const row = state.redemptions.find((r) => r.redemption === id);
+  if (!row || row.reversed_at) return;
+  state.reversing = row;
+  $("reverse-form").reset();
+  renderReverse();
+  dropDialogError($("reverse-dialog"));
+  $("reverse-dialog").showModal();
+  $("reverse-reason").focus();
+}
+
+// Past the reversal window (a reason is then required): as the server said of the row when it
+// was read (`window_ends`), or when it refused a reversal without a reason.
+function pastWindow(r) {
+  if (state.pastWindow.has(r.redemption)) return true;
+  return Boolean(r.window_ends) && Date.parse(r.window_ends) <= Date.now();
+}
+
+async function submitReverse(event) {
+  event.preventDefault();
+  const row = state.reversing;
+  if (!row) return;
+  const id = row.redemption;
+  const reason = $("reverse-reason").value.trim();
+  if (!reason && pastWindow(row)) {
+    showError("common.required", { fields: t("field.reason") });
+    $("reverse-reason").focus();
+    return;
+  }
+  await busy($("reverse-submit"), async () => {
+    try {
+      await api("POST", `/v1/redemptions/${id}/reverse`, { body: { reason: reason || null } });
+      $("reverse-dialog").close();
+      state.highlightRedemption = id;
+      showNotice("reverse.done", { id });
+      await refreshRedemption(id);
+    } catch (error) {
+      const slug = error instanceof ApiError ? problemSlug(error.problem) : null;
+      if (slug === "reversal-window-closed") {
+        // Past the window: from now on this one needs a reason (the server's rule).
+        state.pastWindow.add(id);
+        renderReverse();
+        renderRedemptions();
+      }
+      report(error);
+      if (slug === "reversal-window-closed") $("reverse-reason").focus();
+      if (slug === "already-reversed") await refreshRedemption(id);
+    }
+  });
+}
+
 // -- stations: the list ------------------------------------------------------------------------
 
 async function loadStations({ more = false } = {}) {
@@ -2462,6 +2703,8 @@ function renderAll() {
   renderStationForm();
   if ($("station-dialog").open) renderHoursEditor(readHoursRaw());
   renderRevoke();
+  renderRedemptions();
+  renderReverse();
   renderMessages();
 }
 
@@ -2537,7 +2780,17 @@ async function start() {
   });
   $("private-key-dialog").addEventListener("cancel", (e) => e.preventDefault()); // say "saved"
   $("private-key-dialog").addEventListener("close", forgetPrivateKey);
-  for (const id of ["program-dialog", "station-dialog", "revoke-dialog"]) {
+  // Redemptions
+  $("redemptions-refresh").addEventListener("click", () => loadRedemptions());
+  $("redemptions-more").addEventListener("click", (e) =>
+    busy(e.currentTarget, () => loadRedemptions({ more: true })),
+  );
+  $("reverse-form").addEventListener("submit", submitReverse);
+  $("reverse-cancel").addEventListener("click", () => $("reverse-dialog").close());
+  $("reverse-dialog").addEventListener("close", () => {
+    state.reversing = null;
+  });
+  for (const id of ["program-dialog", "station-dialog", "revoke-dialog", "reverse-dialog"]) {
     $(id).addEventListener("close", () => dropDialogError($(id)));
   }
   window.addEventListener("hashchange", () => route());

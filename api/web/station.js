@@ -8,6 +8,10 @@
 // the browser has BarcodeDetector, the camera can scan too. The verdict is large, green or red,
 // with the reason in plain words and the quota left. Every text is put in the page with
 // textContent, never as HTML; the page runs under a Content-Security-Policy without inline code.
+//
+// Below it, this station's recent redemptions, with a reverse button while the server allows the
+// station to reverse (within the reversal window; after it only an official may, in the admin
+// console). The page holds no key: the local process answers for the station.
 
 const LANGS = ["zh-CN", "en"];
 const LANG_KEY = "unionledger.station.lang";
@@ -23,6 +27,11 @@ let verdict = { state: "idle" }; // kept so that a language switch can say it ag
 let lastStatus = null;
 let lastSync = null;
 let localDown = false; // the local station process does not answer (the page came from the cache)
+// This station's recent redemptions: `supported` false when the local process has no
+// /api/redemptions (an older one); `notice` what the last reversal came to.
+const recent = { supported: null, items: [], next: null, loaded: false, error: null, notice: null };
+const pastWindow = new Set(); // redemptions the server said this station may no longer reverse
+let confirming = null; // the redemption whose reversal is being confirmed
 
 function t(key, values = {}) {
   const text = messages[lang]?.[key] ?? messages["zh-CN"]?.[key] ?? key;
@@ -49,8 +58,38 @@ async function api(method, path, body) {
     cache: "no-store",
   });
   const doc = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(doc.error ?? `HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(doc.error ?? `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   return doc;
+}
+
+// An element with its text, class, test id and attributes, and its children.
+function el(tag, { text, cls, testid, ...attrs } = {}, ...children) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (testid) node.dataset.testid = testid;
+  if (text !== undefined) node.textContent = text;
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== undefined && value !== null && value !== false) {
+      node.setAttribute(name, value === true ? "" : String(value));
+    }
+  }
+  node.append(...children.filter(Boolean));
+  return node;
+}
+
+function formatTime(iso) {
+  const when = new Date(iso);
+  if (!iso || Number.isNaN(when.getTime())) return iso ?? "";
+  const options = { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" };
+  return new Intl.DateTimeFormat(lang, options).format(when);
+}
+
+function formatYuan(fen) {
+  return new Intl.NumberFormat(lang, { style: "currency", currency: "CNY" }).format(fen / 100);
 }
 
 // -- rendering --------------------------------------------------------------------------------
@@ -64,6 +103,7 @@ function applyLanguage() {
   renderStatus();
   renderVerdict();
   renderSync();
+  renderRecent();
 }
 
 function renderPrograms() {
@@ -186,6 +226,7 @@ async function redeem() {
     const program = $("program").value;
     const r = await api("POST", "/api/redeem", { text, program, quantity: 1, mode: "auto" });
     if (r.redeemed) {
+      if (r.mode === "online" && recent.supported !== false) loadRecent();
       show({
         state: r.mode === "online" ? "redeemed" : "queued",
         member: r.member,
@@ -216,6 +257,182 @@ async function sync() {
   }
   renderSync();
   await refreshStatus();
+}
+
+// -- this station's recent redemptions, and reversing one ---------------------------------------
+//
+// The local process answers GET /api/redemptions[?before=id] (this station's own, newest first:
+// the server's GET /v1/redemptions under the station's login, `{items, next}`) and
+// POST /api/reverse {redemption, reason} (`{reversed: true, ...}`, or a refusal with `code` and
+// `message`, as for a redemption). A local process without them (404) is said plainly.
+
+async function loadRecent({ more = false } = {}) {
+  const query = more && recent.next !== null ? `?before=${encodeURIComponent(recent.next)}` : "";
+  try {
+    const doc = await api("GET", `/api/redemptions${query}`);
+    recent.supported = true;
+    if (Array.isArray(doc.items)) {
+      recent.items = more ? [...recent.items, ...doc.items] : doc.items;
+      recent.next = doc.next ?? null;
+      recent.loaded = true;
+      recent.error = null;
+    } else {
+      recent.error = { code: doc.code ?? "local-error", message: doc.message ?? "" };
+    }
+  } catch (e) {
+    if (e.status === 404) recent.supported = false;
+    else recent.error = { code: "local-error", message: String(e.message ?? e) };
+  }
+  renderRecent();
+}
+
+function amountText(r) {
+  if (!r.value) return t("recent.amount-free", { quantity: r.quantity });
+  return t("recent.amount", { quantity: r.quantity, value: formatYuan(r.value) });
+}
+
+function recentItem(r, reason) {
+  const id = r.redemption;
+  const reversed = Boolean(r.reversed_at);
+  let action = null;
+  if (reversed) {
+    action = el("p", {
+      cls: "recent-state reversed",
+      testid: `recent-state-${id}`,
+      text: t("recent.reversed", { time: formatTime(r.reversed_at) }),
+    });
+  } else if (pastWindow.has(id) || r.can_reverse === false) {
+    action = el("p", {
+      cls: "recent-state bad",
+      testid: `recent-state-${id}`,
+      text: t("recent.past-window"),
+    });
+  } else if (confirming === id) {
+    const input = el("input", {
+      id: "recent-reason",
+      testid: "recent-reason",
+      type: "text",
+      maxlength: 200,
+      autocomplete: "off",
+    });
+    input.value = reason;
+    action = el(
+      "div",
+      { cls: "confirm-box", testid: `recent-confirm-box-${id}`, role: "group" },
+      el("p", { cls: "confirm-text", text: t("recent.confirm", { id }) }),
+      el(
+        "label",
+        { cls: "field" },
+        el("span", { text: t("recent.reason") }),
+        input,
+      ),
+      el(
+        "div",
+        { cls: "recent-actions" },
+        el("button", {
+          type: "button",
+          cls: "button",
+          testid: "recent-cancel",
+          text: t("recent.cancel"),
+        }),
+        el("button", {
+          type: "button",
+          cls: "button danger",
+          testid: "recent-confirm",
+          text: t("recent.confirm-ok"),
+        }),
+      ),
+    );
+    action.querySelector("[data-testid=recent-cancel]").addEventListener("click", () => {
+      confirming = null;
+      renderRecent();
+    });
+    const ok = action.querySelector("[data-testid=recent-confirm]");
+    ok.addEventListener("click", () => reverseRedemption(id, ok));
+  } else {
+    const button = el("button", {
+      type: "button",
+      cls: "button danger",
+      testid: `recent-reverse-${id}`,
+      "aria-label": t("recent.reverse-row", { id }),
+      text: t("recent.reverse"),
+    });
+    button.addEventListener("click", () => {
+      confirming = id;
+      recent.notice = null;
+      renderRecent();
+      $("recent-reason")?.focus();
+    });
+    action = el("div", { cls: "recent-actions" }, button);
+  }
+  return el(
+    "li",
+    {
+      cls: reversed ? "recent-item reversed" : "recent-item",
+      testid: `recent-${id}`,
+      "data-reversed": reversed ? "true" : "false",
+    },
+    el("p", { cls: "recent-head" },
+      el("span", { cls: "recent-time", text: formatTime(r.at) }),
+      el("span", { cls: "recent-program", text: r.program_name })),
+    el("p", {
+      cls: "recent-facts muted",
+      text: t("recent.facts", { member: r.member_id, amount: amountText(r), id }),
+    }),
+    action,
+  );
+}
+
+function renderRecent() {
+  const list = $("recent-list");
+  const line = $("recent-state");
+  const reason = $("recent-reason")?.value ?? "";
+  $("recent-refresh").hidden = recent.supported === false;
+  if (recent.supported === false) {
+    line.textContent = t("recent.unsupported");
+    line.className = "bad";
+    list.replaceChildren();
+    $("recent-more").hidden = true;
+    return;
+  }
+  let text = "";
+  let bad = false;
+  if (recent.notice) {
+    const n = recent.notice;
+    text = t(n.key, { id: n.id, reason: n.code ? reasonWords(n.code, n.message) : "" });
+    bad = Boolean(n.bad);
+  } else if (recent.error) {
+    const why = reasonWords(recent.error.code, recent.error.message);
+    text = t("recent.failed", { message: why });
+    bad = true;
+  } else if (recent.loaded && !recent.items.length) {
+    text = t("recent.none");
+  }
+  line.textContent = text;
+  line.className = bad ? "bad" : "muted";
+  list.replaceChildren(...recent.items.map((r) => recentItem(r, reason)));
+  $("recent-more").hidden = recent.next === null;
+}
+
+async function reverseRedemption(id, button) {
+  const reason = ($("recent-reason")?.value ?? "").trim() || null;
+  button.disabled = true;
+  let notice;
+  try {
+    const r = await api("POST", "/api/reverse", { redemption: id, reason });
+    if (r.reversed) {
+      notice = { key: "recent.done", id };
+    } else {
+      if (r.code === "reversal-window-closed") pastWindow.add(id);
+      notice = { key: "recent.refused", id, bad: true, code: r.code, message: r.message };
+    }
+  } catch (e) {
+    const message = String(e.message ?? e);
+    notice = { key: "recent.refused", id, bad: true, code: "local-error", message };
+  }
+  confirming = null;
+  recent.notice = notice;
+  await loadRecent(); // the rows as the server has them now
 }
 
 // -- the camera (only where the browser has BarcodeDetector) ------------------------------------
@@ -284,6 +501,11 @@ async function start() {
   });
   $("redeem").addEventListener("click", redeem);
   $("sync").addEventListener("click", sync);
+  $("recent-refresh").addEventListener("click", () => {
+    recent.notice = null;
+    loadRecent();
+  });
+  $("recent-more").addEventListener("click", () => loadRecent({ more: true }));
   if ("BarcodeDetector" in window && navigator.mediaDevices?.getUserMedia) {
     $("camera-button").hidden = false;
     $("camera-button").addEventListener("click", () => {
@@ -293,6 +515,7 @@ async function start() {
 
   await refreshStatus();
   renderPrograms();
+  loadRecent(); // in the background: the counter can scan meanwhile
   setInterval(refreshStatus, STATUS_EVERY_MS);
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("/station-sw.js").catch(() => null);

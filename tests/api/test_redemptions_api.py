@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +360,52 @@ def test_the_reversal_window_is_a_setting(tmp_path: Path) -> None:
             data_dir=tmp_path / "d",
             environ={"UNIONLEDGER_REVERSAL_WINDOW_MINUTES": "0"},
         )
+
+
+def test_a_listing_says_until_when_and_whether_its_reader_may_reverse(
+    world: tuple[World, TestClient],
+) -> None:
+    """`window_ends` and `can_reverse` (docs/programs.md section 8) say what the reversal
+    route would answer: the station within the window only, an official always (past the
+    window with a reason), an auditor never, nobody once reversed."""
+    w, client = world
+    w.program("DAILY", quota={"count": 5, "per": "day"}, unit_value=100)
+    add_accounts(
+        w.services.engine, [("official-bj", "official", "110000"), ("auditor-1", "auditor", None)]
+    )
+    station = w.station_token(client, "ST-BJ-1")
+    made = [
+        client.post(
+            "/v1/redemptions", json=w.redeem_body("DAILY", f"w{i}"), headers=station
+        ).json()["redemption"]
+        for i in range(3)
+    ]
+    bj = {"Authorization": f"Bearer {login(client, 'official-bj')}"}
+    auditor = {"Authorization": f"Bearer {login(client, 'auditor-1')}"}
+
+    def seen(headers: dict[str, str], rid: int) -> dict[str, Any]:
+        one = client.get(f"/v1/redemptions/{rid}", headers=headers).json()
+        listed = client.get("/v1/redemptions", headers=headers).json()["items"]
+        assert next(x for x in listed if x["redemption"] == rid) == one
+        return one
+
+    item = seen(station, made[0])
+    at = datetime.fromisoformat(item["at"].replace("Z", "+00:00"))
+    window = w.services.redemptions.reversal_window
+    ends = datetime.fromisoformat(item["window_ends"].replace("Z", "+00:00"))
+    assert abs(ends - (at + window)) < timedelta(seconds=1)
+    assert (seen(station, made[0])["can_reverse"], seen(bj, made[0])["can_reverse"]) == (True, True)
+    assert seen(auditor, made[0])["can_reverse"] is False
+
+    w.services.redemptions.reversal_window = timedelta(0)  # every redemption is past it now
+    assert seen(station, made[0])["can_reverse"] is False
+    refused = client.post(f"/v1/redemptions/{made[0]}/reverse", json={}, headers=station)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"] == "/problems/reversal-window-closed"
+    assert seen(bj, made[0])["can_reverse"] is True
+    done = client.post(f"/v1/redemptions/{made[0]}/reverse", json={"reason": "twice"}, headers=bj)
+    assert done.status_code == 200, done.text
+    assert [seen(h, made[0])["can_reverse"] for h in (station, bj, auditor)] == [False] * 3
+    w.services.redemptions.reversal_window = window
+    assert seen(station, made[1])["can_reverse"] is True
+    assert client.post(f"/v1/redemptions/{made[1]}/reverse", json={}, headers=station).is_success

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 import keys
-from api import station_cli
+from api import station_app, station_cli
 from api.cli import main
 from ledger import stations
 from ledger.domain import SYSTEM
@@ -233,3 +235,67 @@ def test_the_station_daily_ceiling_is_provisioned_and_refuses_offline(
         expect(capsys, 0, ["sync", "--dir", d], "1 accepted")
     finally:
         served.close()
+
+
+def test_the_station_lists_and_reverses_its_own_redemptions(
+    served: tuple[World, str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`station redemptions` and `station reverse` (docs/station.md section 11), and the same
+    through the station app's local process (`/api/redemptions`, `/api/reverse`, section 12),
+    which logs in once for all its requests: station logins are limited per client address
+    (20 attempts a minute, two per login), and one login per redemption stopped a busy
+    station at the tenth."""
+    w, url, files = served
+    d = str(tmp_path / "station")
+    provision = ["provision", "--server", url, "--station", STATION, "--dir", d]
+    provision += ["--device-key", str(files / "device.key"), "--root", str(files / "root.jwk")]
+    expect(capsys, 0, provision)
+    app = station_app.StationApp(d, timeout=10)
+    server = station_app.make_server(app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = "http://{}:{}".format(*server.server_address[:2])
+    try:
+        made = []
+        for _ in range(10):  # the program's quota; the tenth login would have been refused
+            body = {"text": w.qr()[0], "program": PROGRAM, "mode": "online"}
+            answer = httpx.post(f"{base}/api/redeem", json=body, timeout=30).json()
+            assert answer.get("redeemed"), answer
+            made.append(answer["redemption"])
+        assert used(w) == 10
+        page = httpx.get(f"{base}/api/redemptions", timeout=30).json()
+        assert [i["redemption"] for i in page["items"]] == sorted(made, reverse=True)
+        assert all(i["can_reverse"] and "receipt" not in i for i in page["items"])
+        first = app.session.server.token if app.session.server else None
+        assert first is not None
+        for bad in ({}, {"redemption": "1"}, {"redemption": True}, {"redemption": 1, "reason": 5}):
+            assert httpx.post(f"{base}/api/reverse", json=bad).status_code == 400
+        assert httpx.get(f"{base}/api/redemptions?before=x").status_code == 400
+        assert app.session.server is not None
+        app.session.server.token = "expired"  # as after ten minutes
+        done = httpx.post(f"{base}/api/reverse", json={"redemption": made[9]}, timeout=30).json()
+        assert done.get("type") == "RedemptionReversed", done
+        assert app.session.server.token not in ("expired", first)  # logged in again, once
+        again = httpx.post(f"{base}/api/reverse", json={"redemption": made[9]}, timeout=30)
+        assert (again.json()["reversed"], again.json()["code"]) == (False, "already-reversed")
+        assert used(w) == 9
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # The command line: one login per command.
+    listing = expect(capsys, 0, ["redemptions", "--dir", d, "--limit", "2"], "older: --before")
+    lines = listing.splitlines()
+    assert [int(line.split()[0]) for line in lines[:2]] == [made[9], made[8]]
+    assert "reversed 20" in lines[0]
+    assert "reversible" in lines[1]
+    assert f"member {w.member_id}" in lines[1]
+    older = json.loads(
+        expect(capsys, 0, ["redemptions", "--dir", d, "--json", "--before", str(made[1])])
+    )
+    assert ([i["redemption"] for i in older["items"]], older["next"]) == ([made[0]], None)
+    assert older["items"][0]["can_reverse"] is True
+    expect(capsys, 0, ["reverse", "--dir", d, str(made[0]), "--reason", "扫错了"], "reversed")
+    assert used(w) == 8  # the quota is back
+    assert events(w, "RedemptionReversed")[-1]["reason"] == "扫错了"
+    expect(capsys, 1, ["reverse", "--dir", d, str(made[0])], "refused: already-reversed")
+    expect(capsys, 1, ["reverse", "--dir", d, "999999"], "refused: unknown-redemption")

@@ -116,6 +116,14 @@ class PageProblems:
 
     errors: list[str]
 
+    def watch(self, page: Any) -> None:
+        """Collect what ``page`` logs that a clean page never logs, and its script errors."""
+        page.on(
+            "console",
+            lambda m: self.errors.append(m.text) if _is_problem(m.type, m.text) else None,
+        )
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+
     def check(self) -> None:
         assert not self.errors, self.errors
 
@@ -143,11 +151,7 @@ def new_page(browser: Browser, live_server: LiveServer) -> Iterator[Any]:
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        page.on(
-            "console",
-            lambda m: seen.errors.append(m.text) if _is_problem(m.type, m.text) else None,
-        )
-        page.on("pageerror", lambda e: seen.errors.append(f"page error: {e}"))
+        seen.watch(page)
         if before_load is not None:
             before_load(page)
         page.goto(f"{live_server.url}/admin")

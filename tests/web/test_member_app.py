@@ -33,7 +33,7 @@ from ledger import unions
 from ledger.identity import synthetic_id_number
 from ledger.members import Group
 from ledger.members import Status as MemberStatus
-from tests.web.conftest import TIMEOUT_MS, LiveServer, PageProblems, _is_problem
+from tests.web.conftest import TIMEOUT_MS, LiveServer, PageProblems
 from verifier import credential as cred
 from verifier.credential import (
     HOLDER_PROOF_CONTEXT,
@@ -400,11 +400,7 @@ def member_page(browser: Any, live_server: LiveServer) -> Iterator[Callable[...,
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        page.on(
-            "console",
-            lambda m: seen.errors.append(m.text) if _is_problem(m.type, m.text) else None,
-        )
-        page.on("pageerror", lambda e: seen.errors.append(f"page error: {e}"))
+        seen.watch(page)
         if before_load is not None:
             before_load(page)
         page.goto(live_server.url + path)

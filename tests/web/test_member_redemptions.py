@@ -33,7 +33,7 @@ from api.bootstrap import DEMO_STATION, NATIONAL_UNION_CODE, demo_station_key_fi
 from api.routes_web import STATIC_FILES
 from ledger import programs, redemptions
 from ledger.domain import SYSTEM
-from tests.web.conftest import TIMEOUT_MS, LiveServer, PageProblems, _is_problem
+from tests.web.conftest import TIMEOUT_MS, LiveServer, PageProblems
 from tests.web.test_member_app import (
     PHONE,
     WEB,
@@ -133,11 +133,7 @@ def member_page(browser: Any, live_server: LiveServer) -> Iterator[Callable[...,
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        page.on(
-            "console",
-            lambda m: seen.errors.append(m.text) if _is_problem(m.type, m.text) else None,
-        )
-        page.on("pageerror", lambda e: seen.errors.append(f"page error: {e}"))
+        seen.watch(page)
         page.goto(live_server.url + "/app")
         page.wait_for_selector("body[data-ready=true]")
         return page
