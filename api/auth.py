@@ -8,9 +8,10 @@ Access tokens are JWTs (RFC 9068 ``typ: at+jwt``) signed EdDSA with the keyring'
 key, valid 10 minutes, bound to a session (``sid``) that logout or refresh-token reuse revokes.
 Every way a token can be bad gives the same 401. Logins (:class:`AuthService`) answer failures
 with one ``invalid-credentials`` problem whatever the reason, so a caller cannot tell an unknown
-username, phone or station from a wrong secret. Lock-out (5 failures in a row lock an account for
-15 minutes) answers 429 ``account-locked`` with ``Retry-After``; unknown usernames lock the same
-way (in memory), so even the lock does not reveal that an account exists.
+username, phone or station from a wrong secret. Lock-out (5 failures in a row lock a username
+for the client address they came from, 50 lock the account for every address, each for 15
+minutes) answers 429 ``account-locked`` with ``Retry-After``; unknown usernames lock the same
+way, so even the lock does not reveal that an account exists.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ class _PhantomLocks:
             key = self._key(username)
             count, until = self._state.pop(key, (0, 0))
             count += 1
-            if count >= policy.max_failures:
+            if count >= policy.max_account_failures:
                 count, until = 0, now + policy.lock_seconds
             self._state[key] = (count, until)
             while len(self._state) > self.max_keys:
@@ -220,7 +221,8 @@ class AuthPolicy:
     access_ttl: int = 600  # seconds an access token lives
     session_ttl: int = 12 * 3600  # a session (and its refresh tokens) ends this long after login
     leeway: int = 30  # clock skew allowed on exp / iat
-    max_failures: int = 5  # consecutive failed logins that lock an account
+    max_failures: int = 5  # failed logins in a row that lock an account for one client address
+    max_account_failures: int = 50  # ... that lock it for every address (a distributed guess)
     lock_seconds: int = 15 * 60
     client_attempts: int = 20  # login, OTP and station attempts per client IP per minute, each
     otp_ttl: int = 5 * 60
@@ -520,12 +522,16 @@ class AuthService:
         now = self._now()
         with self.engine.connect() as conn:
             account = accounts.find_account(conn, username)
+            pair_until = accounts.pair_locked_until(conn, username, client)
+        if pair_until > now:
+            raise locked(pair_until - now)
         if account is None or account.disabled:
             if self._phantoms.locked_until(username) > now:
                 raise locked(self._phantoms.locked_until(username) - now)
             with self._hashing:
                 accounts.password_matches(self._dummy_hash, password)
-            self._phantoms.fail(username, now, self.policy)
+            with self.engine.begin() as conn:
+                self._failed(conn, username, None, client, now)
             log.info("login failed: no enabled account of that name")
             raise invalid_credentials()
         if account.locked_at(now):
@@ -537,17 +543,33 @@ class AuthService:
         ok = ok and (step is not None or not account.totp_enabled)
         with self.engine.begin() as conn:
             if ok and accounts.record_success(conn, account.account_id, step):
+                accounts.clear_pair(conn, username, client)
                 actor = Actor(account.role, account.account_id, account.scope)
                 return self._open_session(conn, actor, now)
-            accounts.record_failure(
-                conn,
-                account.account_id,
-                now,
-                max_failures=self.policy.max_failures,
-                lock_seconds=self.policy.lock_seconds,
-            )
+            self._failed(conn, username, account.account_id, client, now)
         log.info("login failed for account %s", account.account_id)
         raise invalid_credentials()
+
+    def _failed(
+        self, conn: Connection, username: str, account_id: str | None, client: str, now: int
+    ) -> None:
+        """Count a failed password (or TOTP) for ``username`` from ``client``: toward the lock
+        of that pair (``max_failures``) and toward the account's lock for every address
+        (``max_account_failures``; in memory for a name without an account)."""
+        p = self.policy
+        accounts.record_pair_failure(
+            conn, username, client, now, max_failures=p.max_failures, lock_seconds=p.lock_seconds
+        )
+        if account_id is None:
+            self._phantoms.fail(username, now, p)
+        else:
+            accounts.record_failure(
+                conn,
+                account_id,
+                now,
+                max_failures=p.max_account_failures,
+                lock_seconds=p.lock_seconds,
+            )
 
     def _totp_step(self, account: accounts.Account, code: str | None, now: int) -> int | None:
         """The time step ``code`` belongs to (±1 step of drift), or ``None``."""
@@ -560,11 +582,11 @@ class AuthService:
         )
         return _match_totp(secret, code, now, after=account.totp_last_step)
 
-    def totp_setup(self, actor: Actor, password: str) -> str:
+    def totp_setup(self, actor: Actor, password: str, client: str) -> str:
         """A new TOTP secret as an otpauth:// URI, shown once; it counts after confirmation.
         The account's password is asked again: an access token alone (perhaps stolen) must not
         be enough to bind a second factor that its owner does not hold. A wrong password counts
-        toward the account's lock, as at login.
+        toward the locks, as at login (``client``: the caller's address).
 
         Raises:
             Conflict: TOTP is on already. AuthFailure: invalid-credentials, account-locked,
@@ -575,6 +597,10 @@ class AuthService:
         if account.totp_enabled:
             raise Conflict("TOTP is already enabled for this account")
         now = self._now()
+        with self.engine.connect() as conn:
+            pair_until = accounts.pair_locked_until(conn, account.username, client)
+        if pair_until > now:
+            raise locked(pair_until - now)
         if account.locked_at(now):
             assert account.locked_until is not None
             raise locked(account.locked_until - now)
@@ -582,13 +608,7 @@ class AuthService:
             ok = accounts.password_matches(account.password_hash, password)
         if not ok:
             with self.engine.begin() as conn:
-                accounts.record_failure(
-                    conn,
-                    account.account_id,
-                    now,
-                    max_failures=self.policy.max_failures,
-                    lock_seconds=self.policy.lock_seconds,
-                )
+                self._failed(conn, account.username, account.account_id, client, now)
             log.info("totp setup refused: wrong password for account %s", account.account_id)
             raise invalid_credentials()
         secret = pyotp.random_base32()

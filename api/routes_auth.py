@@ -142,10 +142,15 @@ def token_keys(auth: AuthDep, response: Response) -> dict[str, Any]:
 
 @router.post("/totp/setup", summary="Start TOTP: the otpauth:// URI, shown once")
 def totp_setup(
-    body: TotpSetupRequest, actor: AccountHolderDep, auth: AuthDep, response: Response
+    body: TotpSetupRequest,
+    actor: AccountHolderDep,
+    auth: AuthDep,
+    request: Request,
+    response: Response,
 ) -> TotpSetupResponse:
     response.headers.update(NO_STORE)
-    return TotpSetupResponse(otpauth_uri=auth.totp_setup(actor, body.password))
+    uri = auth.totp_setup(actor, body.password, _client(request))
+    return TotpSetupResponse(otpauth_uri=uri)
 
 
 @router.post("/totp/confirm", status_code=204, summary="Enable TOTP with a first code")

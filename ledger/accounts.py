@@ -16,6 +16,8 @@ the username. All times are integer seconds since the epoch (UTC).
   ``auth_refresh_retired`` remembers rotated-out refresh tokens so that their reuse is caught.
 - ``auth_otps``: members' one-time codes, keyed HMAC of the code, expiry, attempts used.
 - ``auth_challenges``: station login challenges; deleting the row is using it.
+- ``login_failures``: failed logins per username and client address (both hashed), and the
+  lock of that pair.
 
 Compare-and-set updates (``UPDATE ... WHERE <expected state>``) make every step safe under
 concurrent requests without holding locks across the password hash or a network call.
@@ -114,6 +116,20 @@ auth_otps = Table(
     Column("expires_at", BigInteger, nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# Failed logins per username and client address (docs/auth.md section 4.1): the lock that a
+# stranger cannot impose on the account's owner from elsewhere. Keyed by a hash, so the table
+# holds neither usernames nor addresses; usernames without an account count here too, so the
+# lock does not reveal which exist.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("pair", LargeBinary(32), primary_key=True),  # SHA-256(username "\n" client)
+    Column("who", LargeBinary(32), nullable=False, index=True),  # SHA-256(username)
+    Column("failed_count", Integer, nullable=False),
+    Column("locked_until", BigInteger),
+    Column("updated", BigInteger, nullable=False, index=True),
 )
 
 auth_challenges = Table(
@@ -372,9 +388,11 @@ def unlock_account(conn: Connection, username: str) -> Account:
     Raises:
         NotFound: no such username.
     """
-    return _change_account(
+    account = _change_account(
         conn, username, {"failed_count": 0, "locked_until": None}, end_sessions_at=None
     )
+    conn.execute(delete(login_failures).where(login_failures.c.who == _who(username)))
+    return account
 
 
 def reset_totp(conn: Connection, username: str, now: int) -> Account:
@@ -404,6 +422,58 @@ def record_failure(
         .values(failed_count=0, locked_until=now + lock_seconds)
     ).rowcount
     return bool(locked)
+
+
+def _who(username: str) -> bytes:
+    return hashlib.sha256(b"login\n" + username.strip().lower().encode()).digest()
+
+
+def _pair(username: str, client: str) -> bytes:
+    return hashlib.sha256(_who(username) + b"\n" + client.encode()).digest()
+
+
+def pair_locked_until(conn: Connection, username: str, client: str) -> int:
+    """Until when (Unix seconds) ``username`` is locked for ``client``; 0 when it is not."""
+    until = conn.execute(
+        select(login_failures.c.locked_until).where(
+            login_failures.c.pair == _pair(username, client)
+        )
+    ).scalar()
+    return int(until or 0)
+
+
+def record_pair_failure(
+    conn: Connection,
+    username: str,
+    client: str,
+    now: int,
+    *,
+    max_failures: int,
+    lock_seconds: int,
+) -> None:
+    """Count one failure of ``username`` from ``client``; lock the pair when that makes
+    ``max_failures`` in a row. Rows untouched for a day are dropped on the way."""
+    conn.execute(delete(login_failures).where(login_failures.c.updated < now - 86_400))
+    pair = _pair(username, client)
+    row = conn.execute(
+        select(login_failures.c.failed_count).where(login_failures.c.pair == pair)
+    ).first()
+    count = (row.failed_count if row else 0) + 1
+    locked_until = now + lock_seconds if count >= max_failures else None
+    values = {
+        "failed_count": 0 if locked_until else count,
+        "locked_until": locked_until,
+        "updated": now,
+    }
+    if row is None:
+        conn.execute(insert(login_failures).values(pair=pair, who=_who(username), **values))
+    else:
+        conn.execute(update(login_failures).where(login_failures.c.pair == pair).values(values))
+
+
+def clear_pair(conn: Connection, username: str, client: str) -> None:
+    """A successful login of ``username`` from ``client``: its count starts again."""
+    conn.execute(delete(login_failures).where(login_failures.c.pair == _pair(username, client)))
 
 
 def record_success(conn: Connection, account_id: str, totp_step: int | None) -> bool:

@@ -28,7 +28,7 @@ from sqlalchemy import (
 SCHEMA_VERSION = (
     "10"  # 3: vault.ledger_key, member_sealed; 4: credentials; 5: stations, programs; 6: offline;
     # 7: statistics; 8: stats_months, stats_cells keyed (scope, period, program);
-    # 9: stations.daily_ceiling, station_ceilings; 10: chain_keys
+    # 9: stations.daily_ceiling, station_ceilings; 10: chain_keys, login_failures
 )
 
 metadata = MetaData()

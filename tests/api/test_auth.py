@@ -18,12 +18,13 @@ import pyotp
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 import keys
 from api.app import create_app
 from api.auth import (
     AuditorOrOfficialDep,
+    AuthFailure,
     AuthPolicy,
     AuthService,
     LogOtpSender,
@@ -828,3 +829,65 @@ def test_an_erased_member_loses_their_session(env: Env) -> None:
     directory.erased.clear()  # the refusal revoked the session: it stays ended
     refresh = env.client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert_unauthorized(refresh)
+
+
+def _attempt(env: Env, username: str, client: str, password: str = PASSWORD) -> str:
+    """A login of ``username`` from address ``client``: ``ok``, or the failure's problem type."""
+    try:
+        env.auth.login(username, password, None, client)
+    except AuthFailure as e:
+        return e.slug
+    return "ok"
+
+
+@pytest.mark.parametrize("username", ["zhou.official", "nobody.official"])
+def test_a_stranger_locks_an_account_only_for_their_own_address(env: Env, username: str) -> None:
+    """docs/auth.md section 4.1: five failures in a row lock the username for the address
+    they came from; its owner, elsewhere, still logs in (and an unknown username behaves the
+    same, so the lock does not tell which exist)."""
+    real = username == "zhou.official"
+    if real:
+        env.add_account(username)
+    for _ in range(5):
+        assert (
+            _attempt(env, username, "198.51.100.7", "a stranger's guess!") == "invalid-credentials"
+        )
+    assert _attempt(env, username, "198.51.100.7") == "account-locked"  # even the password
+    assert _attempt(env, username, "203.0.113.20") == ("ok" if real else "invalid-credentials")
+    assert _attempt(env, username, "198.51.100.7") == "account-locked"  # the owner's success
+    env.clock.advance(15 * 60)  # does not lift the stranger's lock; the time does
+    assert _attempt(env, username, "198.51.100.7") == ("ok" if real else "invalid-credentials")
+
+
+def test_failures_from_many_addresses_lock_the_account_everywhere(env: Env) -> None:
+    """A guess spread over many addresses (5 each) locks the account for every address at the
+    50th failure in a row; `accounts unlock` lifts both kinds of lock."""
+    env.add_account("wu.official")
+    for n in range(10):
+        for _ in range(5):
+            assert _attempt(env, "wu.official", f"192.0.2.{n}", "guess guess guess") == (
+                "invalid-credentials"
+            )
+    assert _attempt(env, "wu.official", "203.0.113.99") == "account-locked"
+    with env.services.engine.begin() as conn:
+        accounts.unlock_account(conn, "wu.official")
+    assert _attempt(env, "wu.official", "192.0.2.0") == "ok"  # the pair's lock is gone too
+    assert _attempt(env, "wu.official", "203.0.113.99") == "ok"
+
+
+def test_a_success_restarts_only_its_own_addresses_count(env: Env) -> None:
+    env.add_account("zheng.official")
+    for _ in range(4):
+        _attempt(env, "zheng.official", "198.51.100.1", "wrong wrong wrong")
+        _attempt(env, "zheng.official", "198.51.100.2", "wrong wrong wrong")
+    assert _attempt(env, "zheng.official", "198.51.100.1") == "ok"
+    assert _attempt(env, "zheng.official", "198.51.100.1", "wrong again!!") == "invalid-credentials"
+    assert _attempt(env, "zheng.official", "198.51.100.2", "wrong again!!") == "invalid-credentials"
+    assert _attempt(env, "zheng.official", "198.51.100.2") == "account-locked"  # its fifth
+    assert _attempt(env, "zheng.official", "198.51.100.1") == "ok"
+    with env.services.engine.connect() as conn:  # neither usernames nor addresses are stored
+        rows = conn.execute(select(accounts.login_failures)).all()
+    assert rows
+    flat = repr(rows).encode()
+    assert b"zheng" not in flat
+    assert b"198.51" not in flat
