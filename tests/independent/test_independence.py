@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-VERIFIERS = ["ledger_verifier.py", "qr_verifier.py"]
+VERIFIERS = ["ledger_verifier.py", "qr_verifier.py", "keyring_verifier.py"]
 REPOSITORY_PACKAGES = {"keys", "verifier", "ledger", "api"}
 # Besides the standard library: the project's dependencies these modules may use, and each other.
 ALLOWED_THIRD_PARTY = {"nacl", "cbor2", "httpx"}
