@@ -214,8 +214,8 @@ NATIONAL_UNION_NAME = "中华全国总工会"
 def keyring_conflict(e: Exception) -> ConfigError:
     """What a server or a command says when the keyring file contradicts the ledger."""
     return ConfigError(
-        f"the keyring file does not agree with the ledger ({e}): restore the keyring file"
-        " that belongs to this data directory (docs/keys.md section 4.6)"
+        f"the keyring file does not agree with the ledger (keyring-conflict: {e}): restore the"
+        " keyring file that belongs to this data directory (docs/keys.md section 4.6)"
     )
 
 

@@ -125,12 +125,19 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listed(record: keys.KeyRecord, now: datetime) -> dict[str, object]:
+    """A record for `keys list --json`: every member, ``null`` when unset."""
+    optional = dict.fromkeys(("scope", "not_after", "revoked_at", "revocation_reason"))
+    return {**optional, **record.to_dict(), "status": record.status_at(now)}
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    ring = keys.KeyStore(_settings(args).data_dir).load_public()
+    settings = _settings(args)
+    ring = _with_chain(settings, keys.KeyStore(settings.data_dir).load_public())
     now = keys.utc_now()
     rows = sorted(ring, key=lambda r: (r.role.value, r.scope or "", r.not_before))
     if args.json:
-        print(json.dumps([{**r.to_dict(), "status": r.status_at(now)} for r in rows], indent=2))
+        print(json.dumps([_listed(r, now) for r in rows], indent=2, ensure_ascii=False))
         return EXIT_OK
     print(f"{'KID':<44} {'ROLE':<8} {'SCOPE':<10} {'STATUS':<8} NOT BEFORE -> NOT AFTER")
     for r in rows:
@@ -150,13 +157,23 @@ def _update(
     store = keys.KeyStore(settings.data_dir)
     passphrase = settings.passphrase()
     with store.locked():
-        ring = change(store.load(passphrase))
+        # The change is made to the keys that stand: the file merged with the chain's facts
+        # (keys.md 4.6), so that an older file cannot hide a pending key, a revocation or a
+        # key it lacks; the saved file carries them from then on.
+        ring = change(_with_chain(settings, store.load(passphrase)))
         store.save(ring, passphrase)
     if _has_ledger(settings):  # on the chain now, not at the server's next look (keys.md 4.6)
         from api.bootstrap import ledger_writer  # noqa: PLC0415
 
-        with ledger_writer(settings):
-            pass
+        try:
+            with ledger_writer(settings):
+                pass
+        except keys.NoCurrentKey as e:  # e.g. the only log key was just revoked
+            print(
+                f"warning: saved in the keyring file, but the ledger cannot record it yet ({e}):"
+                " run `unionledger keys rotate log` next (docs/keys.md section 3.4)",
+                file=sys.stderr,
+            )
     return ring
 
 
@@ -225,7 +242,7 @@ def cmd_keys_reseal(args: argparse.Namespace) -> int:
     store = keys.KeyStore(settings.data_dir)
     passphrase = settings.passphrase()
     with store.locked():
-        ring = store.load(passphrase, accept_unsealed=True)
+        ring = _with_chain(settings, store.load(passphrase, accept_unsealed=True))
         store.save(ring, passphrase, accept_unsealed=True)
     print(f"sealed the {len(ring)} key records of {store.path}")
     return EXIT_OK
@@ -234,7 +251,8 @@ def cmd_keys_reseal(args: argparse.Namespace) -> int:
 def cmd_keys_export_public(args: argparse.Namespace) -> int:
     from keys.trustlist import record_to_jwk  # noqa: PLC0415
 
-    ring = keys.KeyStore(_settings(args).data_dir).load_public()
+    settings = _settings(args)
+    ring = _with_chain(settings, keys.KeyStore(settings.data_dir).load_public())
     doc = {"keys": [record_to_jwk(r) for r in sorted(ring, key=lambda r: r.kid)]}
     _out(json.dumps(doc, indent=2), args.out)
     return EXIT_OK
@@ -776,7 +794,11 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
         from ledger.db import make_engine  # noqa: PLC0415
         from ledger.schema import init_schema  # noqa: PLC0415
 
-        engine = make_engine(_settings(args).database_url)
+        settings = _settings(args)
+        # The operator proves they hold the keyring's passphrase (auth.md section 8), as for
+        # the commands that write to the ledger: `reset-totp` switches a second factor off.
+        keys.KeyStore(settings.data_dir).load(settings.passphrase())
+        engine = make_engine(settings.database_url)
         try:
             init_schema(engine)  # creates the account tables in an older database
             with engine.begin() as conn:
@@ -909,16 +931,36 @@ def _add_accounts_commands(accounts_cmd: argparse.ArgumentParser) -> None:  # no
     k.set_defaults(func=run(reset_totp))
 
 
+class _OneLineLog(logging.Formatter):
+    """A command's log lines: one line each, an exception named but never its traceback (a
+    command's errors are one line on stderr, README.md). ``serve`` keeps tracebacks: they are
+    for whoever reads a server's log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        line = super().format(record)
+        return line if error is None else f"{line} ({type(error).__name__}: {error})"
+
+
+def _logging(serving: bool) -> None:
+    form = "%(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(form) if serving else _OneLineLog(form))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])  # a no-op if set up already
+
+
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    serving = args.command == "serve" or getattr(args, "station_command", None) == "serve"
+    _logging(serving)
     try:
         code: int = args.func(args)
     except keys.WrongPassphrase as e:
-        return _fail(EXIT_PASSPHRASE, f"wrong passphrase: {e}")
+        return _fail(EXIT_PASSPHRASE, e.diagnostics())
     except (keys.CorruptKeyFile, keys.KeyringMissing) as e:
-        return _fail(EXIT_KEYFILE, str(e))
+        return _fail(EXIT_KEYFILE, e.diagnostics())
     except ConfigError as e:
         return _fail(EXIT_CONFIG, f"configuration: {e}")
     except keys.KeysError as e:
@@ -926,8 +968,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one exit 
     except BrokenPipeError:  # e.g. `unionledger keys list | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the exit flush quiet)
         return EXIT_OK
-    except (OSError, ValueError) as e:
-        return _fail(EXIT_FAILED, f"{type(e).__name__}: {e}")
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(EXIT_FAILED, f"{where}{e.strerror or e}")
+    except ValueError as e:
+        return _fail(EXIT_FAILED, str(e))
     except KeyboardInterrupt:
         return _fail(130, "interrupted")
     return code

@@ -116,6 +116,43 @@ def records_aad(entries: list[Any]) -> bytes:
     return f"{FORMAT} records\n".encode() + body.encode("utf-8")
 
 
+_ENTRY_MEMBERS = frozenset(
+    {"kid", "role", "jwk", "not_before", "not_after", "scope", "revoked_at"}
+    | {"revocation_reason", "private"}
+)
+_JWK_MEMBERS = frozenset(("kty", "crv", "x"))
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON)
+        return False
+    return True
+
+
+def _entry_problem(entry: Mapping[str, Any]) -> str | None:
+    """What makes a key entry unfit for the file (docs/keys.md section 4.2), or ``None``: only
+    the members of the table, each a string (``private`` may be ``null``), ``jwk`` exactly
+    ``kty``, ``crv`` and ``x``, strings; every string valid Unicode. So the records' bytes
+    (:func:`records_aad`) are their JCS form, and nothing in the file escapes the seal's
+    meaning."""
+    unknown = sorted(set(entry) - _ENTRY_MEMBERS)
+    if unknown:
+        return f"has a member the format does not know: {unknown[0]!r}"
+    for name, value in entry.items():
+        if name == "jwk":
+            if not isinstance(value, dict) or set(value) != _JWK_MEMBERS:
+                return "has a jwk other than {kty, crv, x}"
+            if not all(isinstance(v, str) and _utf8(v) for v in value.values()):
+                return "has a jwk member that is not a string"
+        elif not (isinstance(value, str) and _utf8(value)) and not (
+            name == "private" and value is None
+        ):
+            return f"has {name!r} that is not a string"
+    return None
+
+
 class KeyStore:
     """The keyring file of one data directory."""
 
@@ -165,6 +202,9 @@ class KeyStore:
         for entry in entries:
             if not isinstance(entry, dict):
                 raise CorruptKeyFile(f"{self.path}: a key entry is not an object")
+            problem = _entry_problem(entry)
+            if problem is not None:
+                raise CorruptKeyFile(f"{self.path}: a key entry {problem}")
             try:
                 record = KeyRecord.from_dict(entry)
             except MalformedKey as e:

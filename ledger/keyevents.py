@@ -79,9 +79,10 @@ def chain_records(conn: Connection) -> dict[str, dict[str, Any]]:
 def _check_same(record: keys.KeyRecord, row: Mapping[str, Any]) -> None:
     fixed = (record.role.value, record.scope, _time(record.not_before))
     if fixed != (row["role"], row["scope"], row["not_before"]):
+        mine = f"{fixed[0]} key of scope {fixed[1] or '-'} from {fixed[2]}"
+        chain = f"{row['role']} key of scope {row['scope'] or '-'} from {row['not_before']}"
         raise KeyringConflict(
-            f"the keyring file says key {record.kid} is {fixed[0]}/{fixed[1]} from {fixed[2]};"
-            f" the chain says {row['role']}/{row['scope']} from {row['not_before']}"
+            f"the keyring file says key {record.kid} is a {mine}; the chain says a {chain}"
         )
 
 

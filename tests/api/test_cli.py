@@ -14,6 +14,10 @@ import httpx
 import jwt
 import pytest
 
+from ledger.db import make_engine
+from ledger.log import LogReader
+from verifier.entry import parse_entry
+
 PASS = "cli test passphrase, long enough"
 
 
@@ -305,3 +309,70 @@ def test_a_revocation_is_on_the_ledger_at_once_and_outlives_a_rollback(tmp_path:
     claims = jwt.decode(token, options={"verify_signature": False})
     listed = {k["kid"]: k for k in claims["keys"]}
     assert listed[issuer]["revoked"] == 1796083200  # 2026-12-01T00:00:00Z
+
+
+def _chain_types(data_dir: Path) -> list[str]:
+    engine = make_engine(f"sqlite:///{data_dir / 'unionledger.db'}")
+    try:
+        reader = LogReader(engine)
+        return [parse_entry(e).type for e in reader.entries(0, reader.size())]
+    finally:
+        engine.dispose()
+
+
+def test_key_commands_change_the_keys_that_stand_after_a_rollback(tmp_path: Path) -> None:
+    """docs/keys.md 4.6: `keys rotate|revoke|list` work on the file merged with the chain. An
+    older keyring file put back can neither hide a pending key (a second rotation is refused)
+    nor a key it lacks (it can be revoked), and `keys revoke` prints the time that stands."""
+    d = str(tmp_path / "data")
+    run("init", "--data-dir", d)
+    path = tmp_path / "data" / "keys" / "keyring.json"
+    backup = path.read_bytes()
+    pending = run("keys", "rotate", "log", "--data-dir", d).stdout.split()[0]
+    api = next(
+        k["kid"]
+        for k in json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+        if k["role"] == "api"
+    )
+    run("keys", "revoke", "--at", "2026-12-01T00:00:00Z", "--data-dir", d, "--", api)
+    path.write_bytes(backup)  # the file of before the rotation and the revocation
+
+    again = run("keys", "rotate", "log", "--data-dir", d, ok=False)
+    assert_one_line_error(again, 1)
+    assert "rotation-pending" in again.stderr
+    listing = {
+        k["kid"]: k for k in json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+    }
+    assert listing[pending]["status"] == "pending"  # known from the chain
+    assert listing[api]["status"] == "revoked"
+    assert set(listing[api]) >= {"scope", "not_after", "revoked_at", "revocation_reason"}
+    assert listing[api]["scope"] is None
+    later = run("keys", "revoke", "--at", "2026-12-05T00:00:00Z", "--data-dir", d, "--", api)
+    assert "revoked from 2026-12-01T00:00:00Z (an earlier revocation stands)" in later.stdout
+    gone = run("keys", "revoke", "--data-dir", d, "--", pending)  # the file never held it
+    assert f"{pending} revoked from" in gone.stdout
+    assert _chain_types(tmp_path / "data").count("KeyRevoked") == 2
+
+
+def test_revoking_the_only_log_key_then_rotating_it(tmp_path: Path) -> None:
+    """The ledger cannot record the revocation of its only log key (it signs nothing any
+    more): the command says so in one warning line, without a traceback, and the rotation
+    that follows records both."""
+    d = str(tmp_path / "data")
+    run("init", "--data-dir", d)
+    log_key = next(
+        k["kid"]
+        for k in json.loads(run("keys", "list", "--json", "--data-dir", d).stdout)
+        if k["role"] == "log"
+    )
+    revoked = run("keys", "revoke", "--reason", "compromised", "--data-dir", d, "--", log_key)
+    assert "Traceback" not in revoked.stderr
+    warnings = [x for x in revoked.stderr.splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "keys rotate log" in warnings[0]
+    assert "KeyRevoked" not in _chain_types(tmp_path / "data")
+    run("keys", "rotate", "log", "--data-dir", d)
+    assert _chain_types(tmp_path / "data")[-2:] == ["KeyPublished", "KeyRevoked"]
+    assert "entries:" in run("ledger", "status", "--data-dir", d).stdout
+    wrong = {"UNIONLEDGER_KEY_PASSPHRASE": "not the passphrase at all"}
+    assert_one_line_error(run("accounts", "list", "--data-dir", d, env=wrong, ok=False), 3)

@@ -358,6 +358,12 @@ def _file_time(entry: Mapping[str, Any], name: str) -> int:
         raise Damaged(f"{name} of {entry.get('kid')!r}: {e}") from e
 
 
+ENTRY_MEMBERS = frozenset(
+    {"kid", "role", "jwk", "not_before", "not_after", "scope", "revoked_at"}
+    | {"revocation_reason", "private"}
+)
+
+
 def _read_entry(entry: object) -> FileKey:
     """keys 4.5 step 3: one key entry checked against keys 4.2 and keys 2."""
     if not isinstance(entry, dict):
@@ -365,6 +371,21 @@ def _read_entry(entry: object) -> FileKey:
     for name in ("kid", "role", "jwk", "not_before"):
         if name not in entry:
             raise Damaged(f"a key entry lacks {name!r}")
+    unknown = set(entry) - ENTRY_MEMBERS
+    if unknown:
+        raise Damaged(f"a key entry has a member keys 4.2 does not list: {sorted(unknown)[0]!r}")
+    for name, value in entry.items():  # keys 4.2: strings only; private may be null
+        if (
+            name != "jwk"
+            and not isinstance(value, str)
+            and not (name == "private" and value is None)
+        ):
+            raise Damaged(f"{name} of a key entry is not a string")
+    jwk_members = entry["jwk"] if isinstance(entry["jwk"], dict) else {}
+    if set(jwk_members) != {"kty", "crv", "x"} or not all(
+        isinstance(v, str) for v in jwk_members.values()
+    ):
+        raise Damaged("a key entry's jwk is not exactly {kty, crv, x}, strings")
     kid, role, jwk = entry["kid"], entry["role"], entry["jwk"]
     if not isinstance(kid, str):
         raise Damaged("kid is not a string")

@@ -297,7 +297,6 @@ def _add_station(doc: dict) -> None:  # type: ignore[type-arg]
         pytest.param(lambda d: _public_station(d).update(not_after="2030-01-01T00:00:00Z")),
         pytest.param(_add_station, id="add-a-station-key"),
         pytest.param(lambda d: d["keys"].remove(_public_station(d)), id="drop-a-public-key"),
-        pytest.param(lambda d: _issuer(d).update(extra="member"), id="unknown-member"),
         pytest.param(lambda d: d.update(records=d["check"]), id="another-seal"),
     ],
 )
@@ -307,6 +306,30 @@ def test_records_changed_without_the_passphrase_are_refused(store: KeyStore, cha
         store.load(PASS)
     with pytest.raises(CorruptKeyFile):  # nor can a key-changing command write over it
         store.save(store.load(PASS, accept_unsealed=True), PASS)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda d: _issuer(d).update(extra="member"), id="unknown-member"),
+        pytest.param(lambda d: _issuer(d).update(not_after=None), id="null-window"),
+        pytest.param(lambda d: _issuer(d).update(revocation_reason=7), id="number"),
+        pytest.param(lambda d: _issuer(d)["jwk"].update(alg="EdDSA"), id="jwk-member"),
+        pytest.param(lambda d: _issuer(d).update(scope="\ud800"), id="lone-surrogate"),
+    ],
+)
+def test_members_the_format_does_not_define_make_the_file_damaged(
+    store: KeyStore,
+    change,  # type: ignore[no-untyped-def]
+) -> None:
+    """docs/keys.md 4.2: only the listed members, each a string (``private`` may be null):
+    so the records' bytes are their JCS form, and no member escapes what the seal means.
+    Also without the passphrase (``keys list``), and ``reseal`` does not take them either."""
+    _edit(store, change)
+    with pytest.raises(CorruptKeyFile, match="a key entry"):
+        store.load_public()
+    with pytest.raises(CorruptKeyFile, match="a key entry"):
+        store.load(PASS, accept_unsealed=True)
 
 
 def test_a_file_without_the_seal_is_refused_and_reseal_repairs_it(store: KeyStore) -> None:
