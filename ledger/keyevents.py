@@ -26,6 +26,7 @@ May import: keys, verifier, ledger's own modules, sqlalchemy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from ledger.sequencer import Sequencer, Tx
 from verifier.entry import Entry
 
 TYPES = ("KeyPublished", "KeyRetired", "KeyRevoked")
+log = logging.getLogger("unionledger.keys")
 
 chain_keys = Table(
     "chain_keys",
@@ -225,4 +227,21 @@ def keyring_on_chain(sequencer: Sequencer, ring: keys.Keyring) -> keys.Keyring:
         record_keyring(tx, ring)
         return chain_records(tx.conn)
 
-    return merge(ring, sequencer.execute(command))
+    merged = merge(ring, sequencer.execute(command))
+    now = keys.utc_now()
+    lost = [
+        r
+        for r in merged
+        if r.kid not in ring
+        and r.role is not keys.Role.STATION
+        and r.status_at(now) in ("active", "pending")
+    ]
+    for record in lost:
+        log.warning(
+            "key %s (%s) is on the ledger but not in the keyring file, which is older than the"
+            " ledger: nothing can sign with it; restore the newest keyring file"
+            " (docs/keys.md section 4.6)",
+            record.kid,
+            record.role.value,
+        )
+    return merged

@@ -91,7 +91,7 @@ def test_a_revocation_survives_a_rollback_of_the_file(ledger: Ledger) -> None:
 
 
 def test_a_rotation_is_a_new_key_and_a_retired_one_and_a_rollback_cannot_reopen_it(
-    ledger: Ledger,
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
     old = first_ring()
     record(ledger, old)
@@ -101,8 +101,14 @@ def test_a_rotation_is_a_new_key_and_a_retired_one_and_a_rollback_cannot_reopen_
     assert [t for t, _ in entries(ledger)][4:] == ["KeyPublished", "KeyRetired"]
     assert entries(ledger)[-1][1] == {"kid": issuer.kid, "not_after": "2027-01-06T00:00:00Z"}
     # Back to the file of before the rotation: the new key is known (public only), the old
-    # key's window stays closed, so after the handover nothing can sign as this issuer.
+    # key's window stays closed, so after the handover nothing can sign as this issuer. The
+    # server says so in its log.
+    assert not caplog.records
     merged = record(ledger, old)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1
+    assert new.kid in warned[0]
+    assert "restore the newest keyring file" in warned[0]
     assert new.kid in merged
     assert not merged.has_private(new.kid)
     assert merged.record(issuer.kid).not_after == new.not_before
