@@ -79,6 +79,9 @@ class StationApp:
         return self._on_server(lambda server: station_cli.list_redemptions(server, before=before))
 
     def reverse(self, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(body) - {"redemption", "reason"})
+        if unknown:
+            raise BadRequest(f"{unknown[0]}: not a member of this request")
         redemption = body.get("redemption")
         reason = body.get("reason")
         if not isinstance(redemption, int) or isinstance(redemption, bool) or redemption < 0:

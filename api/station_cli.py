@@ -135,10 +135,18 @@ class Answer:
         return 200 <= self.status < 300
 
     def problem(self) -> str:
-        """A problem+json answer in one line: ``<type slug>: <detail>`` (and its reason)."""
+        """A problem+json answer in one line: ``<type slug>: <detail>`` (and its reason; for
+        a ``validation-error``, each field and what is wrong with it instead of the detail)."""
         body = self.body if isinstance(self.body, dict) else {}
         slug = str(body.get("type") or f"http-{self.status}").rsplit("/", 1)[-1]
         detail = body.get("detail") or body.get("title") or f"HTTP {self.status}"
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            detail = "; ".join(
+                f"{'.'.join(map(str, e.get('loc', [])[1:])) or 'request'}: {e.get('msg')}"
+                for e in errors
+                if isinstance(e, dict)
+            )
         reason = body.get("reason")
         return f"{slug}: {detail}" + (f" (reason: {reason})" if reason else "")
 
@@ -479,7 +487,7 @@ def _redeem_online(session: Session, text: str, *, program: str, quantity: int) 
             },
         )
         if not answer.ok:
-            return {"valid": False, **_refusal(answer), "mode": "online"}
+            return {"redeemed": False, "valid": False, **_refusal(answer), "mode": "online"}
         return _redeemed_online(answer.body)
 
     return session.call(redeem)
@@ -589,6 +597,7 @@ def redeem_text(
                 raise
             unreachable = str(e)
     result = _redeem_offline(directory, state, key, text, program=program, quantity=quantity)
+    result.setdefault("redeemed", False)
     if unreachable is not None:
         result["unreachable"] = unreachable
     return result

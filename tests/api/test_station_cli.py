@@ -262,12 +262,21 @@ def test_the_station_lists_and_reverses_its_own_redemptions(
             assert answer.get("redeemed"), answer
             made.append(answer["redemption"])
         assert used(w) == 10
+        body = {"text": w.qr()[0], "program": PROGRAM, "mode": "online"}
+        refused = httpx.post(f"{base}/api/redeem", json=body, timeout=30).json()
+        assert (refused["redeemed"], refused["code"]) == (False, "quota-used"), refused
         page = httpx.get(f"{base}/api/redemptions", timeout=30).json()
         assert [i["redemption"] for i in page["items"]] == sorted(made, reverse=True)
         assert all(i["can_reverse"] and "receipt" not in i for i in page["items"])
         first = app.session.server.token if app.session.server else None
         assert first is not None
-        for bad in ({}, {"redemption": "1"}, {"redemption": True}, {"redemption": 1, "reason": 5}):
+        for bad in (
+            {},
+            {"redemption": "1"},
+            {"redemption": True},
+            {"redemption": 1, "reason": 5},
+            {"redemption": made[0], "reason": None, "extra": 1},
+        ):
             assert httpx.post(f"{base}/api/reverse", json=bad).status_code == 400
         assert httpx.get(f"{base}/api/redemptions?before=x").status_code == 400
         assert app.session.server is not None
@@ -299,3 +308,9 @@ def test_the_station_lists_and_reverses_its_own_redemptions(
     assert events(w, "RedemptionReversed")[-1]["reason"] == "扫错了"
     expect(capsys, 1, ["reverse", "--dir", d, str(made[0])], "refused: already-reversed")
     expect(capsys, 1, ["reverse", "--dir", d, "999999"], "refused: unknown-redemption")
+    expect(
+        capsys,
+        1,
+        ["reverse", "--dir", d, str(made[1]), "--reason", "x" * 201],
+        "refused: validation-error: reason: String should have at most 200 characters",
+    )
