@@ -292,10 +292,7 @@ def cmd_keys_trust_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_verify_trust_list(args: argparse.Namespace) -> int:
     token = Path(args.token_file).read_text(encoding="utf-8").strip()
-    root_doc = json.loads(Path(args.root).read_text(encoding="utf-8"))
-    jwks = root_doc.get("keys", [root_doc])
-    roots = [keys.PublicKey.from_jwk(k) for k in jwks if k.get("role", "root") == "root"]
-    verified = keys.verify_trust_list(token, roots, keys.utc_now())
+    verified = keys.verify_trust_list(token, _root_keys(args.root), keys.utc_now())
     print(
         f"valid: signed by {verified.signed_by}, {len(verified.keyring)} keys, "
         f"expires {keys.format_rfc3339(verified.expires_at)}"
@@ -434,6 +431,90 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _root_keys(path: str) -> list[keys.PublicKey]:
+    """The pinned root public keys of a JWK or JWKS file (entries of another role ignored)."""
+    root_doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    jwks = root_doc.get("keys", [root_doc]) if isinstance(root_doc, dict) else []
+    return [keys.PublicKey.from_jwk(k) for k in jwks if k.get("role", "root") == "root"]
+
+
+def _log_keys_of_trust_list(
+    source: Any, roots: Sequence[keys.PublicKey], origin: str | None
+) -> list[Any]:
+    """The log keys valid now of the server's trust list, verified against the pinned root
+    (docs/formats.md section 5, "Obtaining the log key"), as note verifiers named by the log's
+    origin (``origin``, or the checkpoint's first line).
+
+    Raises:
+        AuditFailure: the trust list does not verify against the root.
+    """
+    from verifier.audit import AuditFailure  # noqa: PLC0415
+    from verifier.note import NoteVerifier  # noqa: PLC0415
+
+    now = keys.utc_now()
+    try:
+        trusted = keys.verify_trust_list(source.trust_list(), roots, now)
+    except keys.KeysError as e:
+        raise AuditFailure(f"the server's trust list: {e.diagnostics()}", None) from e
+    name = origin or source.checkpoint().split("\n", 1)[0]
+    return [
+        NoteVerifier(name, r.public_key)
+        for r in trusted.keyring.of_role(keys.Role.LOG)
+        if r.is_valid_at(now)
+    ]
+
+
+def _signing_log_key(note: str, candidates: Sequence[Any]) -> Any:
+    """The one of ``candidates`` that signed the checkpoint ``note``.
+
+    Raises:
+        AuditFailure: none did, or a signature of one of them fails.
+    """
+    from verifier.audit import AuditFailure  # noqa: PLC0415
+    from verifier.errors import NoteError  # noqa: PLC0415
+    from verifier.note import open_note  # noqa: PLC0415
+
+    try:
+        opened = open_note(note, list(candidates))
+    except NoteError as e:
+        raise AuditFailure(f"checkpoint signature check failed: {e}", None) from e
+    for candidate in candidates:
+        if opened.verified(candidate):
+            return candidate
+    raise AuditFailure("the checkpoint is signed by none of the log keys given", None)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _audit_trust(args: argparse.Namespace) -> tuple[list[Any], list[keys.PublicKey]]:
+    """`audit`'s trusted log keys (``--public-key``) and pinned roots (``--root``).
+
+    Raises:
+        _UsageError: neither given, one unreadable, or ``--root`` with an export file.
+    """
+    from verifier.errors import NoteError  # noqa: PLC0415
+
+    try:
+        candidates = [_note_verifier(k) for k in args.public_key or ()]
+    except NoteError as e:
+        raise _UsageError(f"--public-key: {e}") from e
+    if not candidates and not args.root:
+        raise _UsageError("give the log's key (--public-key) or a pinned root (--root)")
+    if not args.root:
+        return candidates, []
+    if not args.source.startswith(("http://", "https://")):
+        raise _UsageError("--root needs a server URL: an export file holds no trust list")
+    try:
+        roots = _root_keys(args.root)
+    except (OSError, ValueError, keys.KeysError) as e:
+        raise _UsageError(f"--root {args.root}: {e}") from e
+    if not roots:
+        raise _UsageError(f"--root {args.root}: no root key in it")
+    return candidates, roots
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from verifier.audit import (  # noqa: PLC0415
         AuditFailure,
@@ -444,12 +525,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         SourceError,
         audit,
     )
-    from verifier.errors import NoteError  # noqa: PLC0415
 
     try:
-        verifier = _note_verifier(args.public_key)
-    except NoteError as e:
-        return _fail(EXIT_USAGE, f"--public-key: {e}")
+        candidates, roots = _audit_trust(args)
+    except _UsageError as e:
+        return _fail(EXIT_USAGE, str(e))
+    http = args.source.startswith(("http://", "https://"))
     state_path = Path(args.state) if args.state else None
     try:
         previous = (
@@ -457,12 +538,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if state_path and state_path.exists()
             else None
         )
-        source: LogSource = (
-            HttpSource(args.source)
-            if args.source.startswith(("http://", "https://"))
-            else ExportSource(args.source)
-        )
+        source: LogSource = HttpSource(args.source) if http else ExportSource(args.source)
         try:
+            if args.root:
+                assert isinstance(source, HttpSource)
+                candidates += _log_keys_of_trust_list(source, roots, args.origin)
+            verifier = _signing_log_key(source.checkpoint(), candidates)
             result = audit(
                 source,
                 verifier,
@@ -662,14 +743,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser(
         "audit",
-        help="verify a ledger from a server URL or an export file, trusting only its public key",
+        help="verify a ledger from a server URL or an export file, trusting only its log key"
+        " (or a pinned root key)",
         description="Exit status: 0 verified, 1 verification failed, 2 usage or I/O error.",
     )
     a.add_argument("source", metavar="SOURCE", help="http(s)://server or an export file")
     a.add_argument(
         "--public-key",
-        required=True,
-        help="the log's note verifier key <name>+<hex id>+<base64 key>, or a file holding it",
+        action="append",
+        help="a log key to trust: its note verifier key <name>+<hex id>+<base64 key>, or a file"
+        " holding it; give it again for each key (the old and the new one across a rotation)",
+    )
+    a.add_argument(
+        "--root",
+        metavar="FILE",
+        help="instead (or as well): the pinned root key, a JWK or JWKS file; the log keys are"
+        " taken from the server's trust list verified against it (a server URL only)",
     )
     a.add_argument("--origin", help="the log origin to expect (default: the key's name)")
     a.add_argument(

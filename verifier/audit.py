@@ -342,6 +342,11 @@ class HttpSource:
     def checkpoint(self) -> str:
         return self._get("/v1/log/checkpoint").decode("utf-8")
 
+    def trust_list(self) -> str:
+        """The server's trust list (a compact JWS, keys.md section 5): to be verified against
+        a pinned root key before any of its keys is used."""
+        return self._get("/v1/trust-list").decode("utf-8").strip()
+
     def entries(self, start: int, end: int) -> Iterator[bytes]:
         query = urllib.parse.urlencode({"start": start, "end": end})
         body = self._get(f"/v1/log/entries?{query}")

@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -153,18 +155,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_cli_audit_over_real_http_with_state(tmp_path: Path) -> None:
-    app = build_app(tmp_path)
+@contextmanager
+def _serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served over real HTTP on 127.0.0.1 while the block runs: its base URL."""
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while not server.started:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_cli_audit_over_real_http_with_state(tmp_path: Path) -> None:
+    app = build_app(tmp_path)
+    with _serving(app) as base:
         sequencer = app.state.services.sequencer
         total = 1200 - app.state.services.reader.size()  # after the keyring's KeyPublished
         sequencer.append([Event("TestAppended", "test", {"i": i}) for i in range(total)])
@@ -231,6 +242,63 @@ def test_cli_audit_over_real_http_with_state(tmp_path: Path) -> None:
         )
         assert unreachable.returncode == 2
         assert "Traceback" not in unreachable.stderr
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+
+
+def _audit(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "audit", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_audit_across_a_log_key_rotation(tmp_path: Path) -> None:
+    """After the log key is rotated, an auditor holding only the old key cannot verify the new
+    checkpoints; with both keys (`--public-key` twice), or with only the pinned root key
+    (`--root`: the log key from the server's trust list verified against it), they can."""
+    env = {"UNIONLEDGER_KEY_PASSPHRASE": PASS}
+    settings = Settings.load(data_dir=tmp_path / "data", environ=env)
+    init_data_dir(settings, keys.utc_now() - timedelta(hours=1), kdf=keys.KdfParams.fastest())
+    app = create_app(settings)
+    services = app.state.services
+    store = keys.KeyStore(settings.data_dir)
+    ring = store.load(PASS)
+    root = ring.current(keys.Role.ROOT, keys.utc_now()).public_key.to_jwk()
+    (tmp_path / "root.jwk").write_text(json.dumps(root))
+    (tmp_path / "other.jwk").write_text(json.dumps(keys.PrivateKey.generate().public_key.to_jwk()))
+    with _serving(app) as base:
+        old = httpx.get(f"{base}/v1/log/public-key").text.strip()
+        with store.locked():
+            rotated, _ = store.load(PASS).rotate(
+                keys.Role.LOG, keys.utc_now(), lead_time=timedelta(0)
+            )
+            store.save(rotated, PASS)
+        assert services.watcher.check() is True
+        services.sequencer.append([Event("TestAppended", "test", {"i": 1})])
+        services.sequencer.checkpoint()
+        new = httpx.get(f"{base}/v1/log/public-key").text.strip()
+        assert new != old
+
+        only_old = _audit(base, "--public-key", old)
+        assert only_old.returncode == 1, only_old.stdout + only_old.stderr
+        assert "no signature by a trusted key" in only_old.stdout
+        both = _audit(base, "--public-key", old, "--public-key", new)
+        assert both.returncode == 0, both.stdout + both.stderr
+        assert both.stdout.startswith("verified: ")
+        by_root = _audit(base, "--root", str(tmp_path / "root.jwk"))
+        assert by_root.returncode == 0, by_root.stdout + by_root.stderr
+        wrong_root = _audit(base, "--root", str(tmp_path / "other.jwk"))
+        assert wrong_root.returncode == 1
+        assert "FAILED" in wrong_root.stdout
+        assert "trust list" in wrong_root.stdout
+        for argv, message in (
+            ((base,), "--public-key"),
+            ((str(tmp_path / "x.export"), "--root", str(tmp_path / "root.jwk")), "export"),
+            ((base, "--root", str(tmp_path / "missing.jwk")), "missing.jwk"),
+        ):
+            usage = _audit(*argv)
+            assert usage.returncode == 2, usage.stderr
+            assert message in usage.stderr
+            assert "Traceback" not in usage.stderr
