@@ -183,6 +183,11 @@ class EntitlementOut(BaseModel):
     until: str
     where: dict[str, Any]
     offline: bool
+    not_stackable_with: str | None = Field(
+        None,
+        description="a program the member received in this one's period that does not stack"
+        " with it: a station refuses this one (not-stackable) until that one is reversed",
+    )
 
 
 def _entitlements(
@@ -207,6 +212,7 @@ def _entitlements(
             until=e.until,
             where=e.where,
             offline=e.offline,
+            not_stackable_with=e.not_stackable_with,
         )
         for e in found
     ]

@@ -1100,6 +1100,9 @@ class Entitlement:
     until: str
     where: dict[str, Any]
     offline: bool
+    # A program the member received in this program's period that does not stack with it
+    # (check 6): a station would refuse with not-stackable until that one is reversed.
+    not_stackable_with: str | None = None
 
 
 def entitlements(
@@ -1157,6 +1160,7 @@ def entitlements(
                 until=rules.until.isoformat(),
                 where=rules.to_json()["where"],
                 offline=rules.offline_allowed,
+                not_stackable_with=_stacked(conn, member_id, row.program_id, rules, now),
             )
         )
     return out

@@ -95,6 +95,11 @@ export function holderMessage(credentialHash, proofTime, disclosures) {
  * (NumericDate seconds) by `privateKey`, disclosing `disclosures` (their bytes as issued).
  */
 export async function presentationText(token, privateKey, disclosures, proofTime) {
+  return PREFIX + base45Encode(await presentationData(token, privateKey, disclosures, proofTime));
+}
+
+/** The presentation's bytes (what the QR text base45-encodes after its prefix). */
+export async function presentationData(token, privateKey, disclosures, proofTime) {
   if (!(token instanceof Uint8Array) || token[0] !== 0x84) {
     throw new Error("the credential is not a COSE_Sign1");
   }
@@ -112,7 +117,7 @@ export async function presentationText(token, privateKey, disclosures, proofTime
     cborEncode(signature),
     ...disclosures.map((d) => cborEncode(d)),
   ]);
-  return PREFIX + base45Encode(data);
+  return data;
 }
 
 /** The claims a wallet needs from a credential (NOT verified: the station does that). */
@@ -1040,8 +1045,9 @@ async function refreshQr() {
     const disclosures =
       state.showFor && c.disclosures.has(state.showFor) ? [c.disclosures.get(state.showFor)] : [];
     const time = nowSeconds();
-    const text = await presentationText(c.token, state.key.privateKey, disclosures, time);
-    drawQr(text);
+    const data = await presentationData(c.token, state.key.privateKey, disclosures, time);
+    drawQr(PREFIX + base45Encode(data));
+    await rememberShown(data, time);
     state.qr.time = time;
     state.qr.dirty = false;
     $("qr").dataset.proofTime = String(time);
@@ -1050,6 +1056,45 @@ async function refreshQr() {
     showError(e);
   } finally {
     state.qr.drawing = false;
+  }
+}
+
+// -- the QR codes this device showed (docs/programs.md section 12, step 2) ---------------------
+//
+// A receipt's entry names the SHA-256 of the presentation the station scanned. The app keeps
+// the digest of every presentation it drew, by UTC day of its proof time, for SHOWN_DAYS days
+// (IndexedDB keys "shown:YYYY-MM-DD"), so that verifying a receipt can also tell whether the
+// redemption was made with a code this device showed.
+
+const SHOWN_DAYS = 90;
+const shownKey = (seconds) => `shown:${new Date(seconds * 1000).toISOString().slice(0, 10)}`;
+
+async function rememberShown(data, proofTime) {
+  try {
+    const digest = b64urlEncode(new Uint8Array(await crypto.subtle.digest("SHA-256", data)));
+    const key = shownKey(proofTime);
+    const list = (await dbGet(key)) ?? [];
+    if (!list.includes(digest)) await dbPut(key, [...list, digest]);
+  } catch {
+    // Not remembering a code must not stop the QR: verification then says "not shown here".
+  }
+}
+
+/** Whether this device showed the presentation of digest `digest` around time `at`. */
+async function shownHere(digest, at) {
+  const seconds = Date.parse(at) / 1000;
+  for (const day of [seconds, seconds - 86_400]) {
+    const list = await dbGet(shownKey(day));
+    if (Array.isArray(list) && list.includes(digest)) return true;
+  }
+  return false;
+}
+
+async function pruneShown() {
+  const oldest = shownKey(nowSeconds() - SHOWN_DAYS * 86_400);
+  const all = await dbDo("readonly", (store) => store.getAllKeys());
+  for (const key of all ?? []) {
+    if (typeof key === "string" && key.startsWith("shown:") && key < oldest) await dbDelete(key);
   }
 }
 
@@ -1263,6 +1308,13 @@ function renderEntitlements() {
           text: t("ent.remaining", { remaining: e.remaining, quota: e.quota, per }),
         }),
         renews ? h("p", { class: "hint", text: renews }) : null,
+        e.not_stackable_with
+          ? h("p", {
+              class: "hint warn",
+              testid: `entitlement-${e.program}-not-stackable`,
+              text: t("ent.not-stackable", { program: e.not_stackable_with }),
+            })
+          : null,
         h("p", { class: "hint", text: whereText(e.where) }),
         h("p", { class: "hint", text: t("ent.until", { date: e.until }) }),
         h("button", {
@@ -1270,7 +1322,7 @@ function renderEntitlements() {
           class: "button wide",
           testid: `show-qr-${e.program}`,
           text: t("ent.show-qr"),
-          disabled: !canShow || e.remaining <= 0,
+          disabled: !canShow || e.remaining <= 0 || Boolean(e.not_stackable_with),
           onclick: () => onShowQrFor(e),
         }),
       );
@@ -1281,6 +1333,7 @@ function renderEntitlements() {
 function verificationText(v) {
   if (v.status === "busy") return t("receipt.checking");
   if (v.status === "ok") return t("receipt.ok", { size: v.size });
+  if (v.status === "warn") return t("receipt.not-shown", { size: v.size });
   const code = has(`receipt.${v.code}`) ? v.code : "unexpected";
   return t("receipt.failed", { reason: t(`receipt.${code}`, v.params) });
 }
@@ -1422,7 +1475,8 @@ async function onVerify(id) {
       memberId: currentMemberId(),
       redemption: row,
     });
-    result = { status: "ok", size: verified.size, receipt };
+    const shown = await shownHere(verified.entry.body.presentation, row.at);
+    result = { status: shown ? "ok" : "warn", size: verified.size, receipt };
   } catch (e) {
     if (e instanceof receipts.ReceiptError) {
       result = { status: "bad", code: e.code, params: e.params, receipt };
@@ -1481,6 +1535,7 @@ async function startApp() {
       state.unsupported = true;
       console.warn("storage unavailable", e);
     }
+    pruneShown().catch(() => {}); // best effort: old digests only take space
   }
   if (state.unsupported) {
     showView("member");

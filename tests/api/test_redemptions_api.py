@@ -163,6 +163,15 @@ def test_each_rule_refuses_with_its_own_problem(world: tuple[World, TestClient])
     assert go("TINY", "11").status_code == 201  # 5000 of 5000
     assert go("NAT-PACK", "12").status_code == 201
     refused(go("PROV-PACK", "13"), 409, "not-stackable")
+    # The member's entitlements say so before a station refuses (programs.md section 10).
+    listed = {
+        e["program"]: e
+        for e in client.get("/v1/members/me/entitlements", headers=w.member_token(client)).json()
+    }
+    assert listed["PROV-PACK"]["not_stackable_with"] == "NAT-PACK"
+    assert listed["PROV-PACK"]["remaining"] == 1  # its own quota is untouched
+    assert listed["NAT-PACK"]["not_stackable_with"] is None
+    assert listed["ONCE"]["not_stackable_with"] is None
     stale_body = w.redeem_body("DAILY", "14")
     stale_body["presentation"] = w.qr(keys.utc_now() - timedelta(minutes=3))[0]
     stale_body["challenge"] = None

@@ -224,14 +224,35 @@ def refresh(page: Any) -> None:
     )
 
 
+# Deletes the digests of the QR codes the member app showed ("shown:<day>" in its IndexedDB).
+FORGET_SHOWN = """async () => {
+    const db = await new Promise((ok, no) => {
+        const r = indexedDB.open("unionledger-member", 1);
+        r.onsuccess = () => ok(r.result);
+        r.onerror = () => no(r.error);
+    });
+    const tx = db.transaction("state", "readwrite");
+    const store = tx.objectStore("state");
+    const keys = await new Promise((ok) => {
+        const r = store.getAllKeys();
+        r.onsuccess = () => ok(r.result);
+    });
+    const shown = keys.filter((k) => typeof k === "string" && k.startsWith("shown:"));
+    shown.forEach((k) => store.delete(k));
+    await new Promise((ok) => { tx.oncomplete = ok; });
+    db.close();
+    if (!shown.length) throw new Error("the app kept no shown codes");
+}"""
+
+
 def verify_in_page(page: Any, redemption: int) -> tuple[str, str]:
-    """Click "verify" on a redemption: (status ok | bad, the text the page shows)."""
+    """Click "verify" on a redemption: (status ok | warn | bad, the text the page shows)."""
     page.click(tid(f"verify-{redemption}"))
     done = page.wait_for_function(
         """(sel) => {
             const el = document.querySelector(sel);
             const status = el?.dataset.status;
-            return status === "ok" || status === "bad" ? [status, el.textContent] : null;
+            return ["ok", "warn", "bad"].includes(status) ? [status, el.textContent] : null;
         }""",
         arg=tid(f"verify-result-{redemption}"),
     )
@@ -582,6 +603,15 @@ def test_entitlements_history_and_receipts_verified_in_the_page(
     page.screenshot(path=str(tmp_path / "member-benefits.png"), full_page=True)
     for card in ("entitlements", "history"):
         page.locator(tid(card)).screenshot(path=str(tmp_path / f"member-{card}.png"))
+
+    # Step 2 of programs.md section 12: "ok" above also said the code was one this device
+    # showed. With the digests it kept forgotten, the same receipt is in the log, but made with
+    # a code not shown here (another device, cleared data, or a copy of the card).
+    page.evaluate(FORGET_SHOWN)
+    status, said = verify_in_page(page, rider["redemption"])
+    assert status == "warn", said
+    assert "不是本机显示的" in said
+    assert re.search(r"核对了规模为 \d+ 的检查点", said), said
 
 
 def test_history_and_entitlements_display_and_verify_offline(
