@@ -758,6 +758,25 @@ async function onCode(event) {
     await sync({ force: true, takeOver: true });
   } catch (e) {
     showError(e);
+    $("login-code").select(); // ready to type again, without a trip through the page
+    $("login-code").focus();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// A new code for the same number (the earlier one stops working: docs/auth.md section 4.2).
+async function onResend() {
+  const button = $("resend-code");
+  button.disabled = true;
+  try {
+    await request("POST", "/v1/auth/otp/request", { body: { phone: login.phone } });
+    clearMessages();
+    showNotice("login.resent", { phone: login.phone });
+    $("login-code").value = "";
+    $("login-code").focus();
+  } catch (e) {
+    showError(e);
   } finally {
     button.disabled = false;
   }
@@ -1322,6 +1341,7 @@ function renderEntitlements() {
           class: "button wide",
           testid: `show-qr-${e.program}`,
           text: t("ent.show-qr"),
+          "aria-label": t("ent.show-qr-for", { name: e.name }),
           disabled: !canShow || e.remaining <= 0 || Boolean(e.not_stackable_with),
           onclick: () => onShowQrFor(e),
         }),
@@ -1568,6 +1588,7 @@ async function main() {
   $("join-form").addEventListener("submit", onJoin);
   $("phone-form").addEventListener("submit", onPhone);
   $("code-form").addEventListener("submit", onCode);
+  $("resend-code").addEventListener("click", onResend);
   $("change-phone").addEventListener("click", () => {
     login.codeSent = false;
     clearMessages();

@@ -848,3 +848,47 @@ def test_holder_key_is_not_extractable_and_survives_a_reload(member_page: Any) -
         }"""
     )
     assert again == first["raw"]
+
+
+def test_a_wrong_code_keeps_the_field_and_a_new_code_can_be_sent(
+    member_page: Any, live_server: LiveServer, outbox: Outbox
+) -> None:
+    """The sign-in a rider meets (a walkthrough's findings): after a wrong code the field keeps
+    the focus with the code selected, and says a dead code needs a new one; "send a new code"
+    asks for one for the same number (the earlier one stops working). Once in, each program's
+    "show the QR code" button has its own accessible name."""
+    phone, _ = demo_member(live_server, wanted=None, skip=3)
+    page = member_page()
+    page.wait_for_selector(f"{tid('login')}:visible")
+    first = len(outbox.codes.get(phone, []))
+    page.fill(tid("login-phone"), phone)
+    page.click(tid("phone-submit"))
+    page.wait_for_selector(f"{tid('code-form')}:visible")
+    old_code = outbox.wait_for(phone, first)
+    wrong = "000000" if old_code != "000000" else "111111"
+    page.fill(tid("login-code"), wrong)
+    page.click(tid("code-submit"))
+    expect_text(page, "error", "重新获取验证码")
+    assert page.evaluate("document.activeElement.dataset.testid") == "login-code"
+    selected = "document.activeElement.selectionEnd - document.activeElement.selectionStart"
+    assert page.evaluate(selected) == 6
+    sent = len(outbox.codes[phone])
+    page.click(tid("resend-code"))
+    new_code = outbox.wait_for(phone, sent)
+    expect_text(page, "notice", "新的验证码已发送")
+    assert page.input_value(tid("login-code")) == ""
+    if old_code != new_code:  # the earlier code stopped working
+        page.fill(tid("login-code"), old_code)
+        page.click(tid("code-submit"))
+        expect_text(page, "error", "验证码不正确")
+    page.fill(tid("login-code"), new_code)
+    page.click(tid("code-submit"))
+    page.wait_for_selector(f"{tid('member')}:visible")
+    page.wait_for_selector(f"{tid('entitlement-list')} [data-testid^='show-qr-']")
+    names = page.eval_on_selector_all(
+        f"{tid('entitlement-list')} [data-testid^='show-qr-']",
+        "buttons => buttons.map((b) => b.getAttribute('aria-label'))",
+    )
+    assert len(names) >= 2
+    assert len(set(names)) == len(names)
+    assert all(n and n.startswith("出示“") for n in names)
