@@ -142,11 +142,13 @@ def create_app(settings: Settings) -> FastAPI:
     try:  # the keyring's news on the chain; from now on the chain says which keys stand
         keyring = live[0] = keyring_on_chain(sequencer, keyring)
         log_signer(settings, keyring)
-    except (KeyringConflict, keys.KeysError) as e:
+    except (KeyringConflict, keys.KeysError) as e:  # e.g. no log key may sign any more
         sequencer.close()
         writer_engine.dispose()
         engine.dispose()
-        raise keyring_conflict(e) from e
+        if isinstance(e, KeyringConflict):
+            raise keyring_conflict(e) from e
+        raise
     members = Members(Vault.from_keyring(keyring), keyring.secret("member-pseudonym"))
     credentials = Credentials(keyring, members)
     members.change_hooks.append(credentials.on_member_change)  # re-issue or revoke

@@ -236,3 +236,26 @@ def test_a_keyring_file_of_another_ledger_is_refused(tmp_path: Path) -> None:
         store.save(forged, PASS)  # with the passphrase: the seal cannot tell
     with pytest.raises(ConfigError, match="does not agree with the ledger"):
         create_app(settings)
+
+
+def test_a_file_rolled_back_past_a_log_key_rotation_stops_with_no_current_key(
+    tmp_path: Path,
+) -> None:
+    """The log key was revoked and replaced; an older keyring file comes back (the old key
+    not revoked in it, the new one missing). The ledger's facts stand: no log key may sign,
+    and the server says exactly that (keys.md 4.6), not that the file disagrees."""
+    settings = make_settings(tmp_path)
+    init_data_dir(settings, keys.utc_now() - timedelta(hours=1), kdf=keys.KdfParams.fastest())
+    _serving(settings)
+    store = keys.KeyStore(settings.data_dir)
+    backup = store.path.read_bytes()
+    with store.locked():
+        ring = store.load(PASS)
+        old = ring.current(keys.Role.LOG, keys.utc_now())
+        ring = ring.revoke(old.kid, keys.utc_now())
+        ring, _ = ring.rotate(keys.Role.LOG, keys.utc_now())
+        store.save(ring, PASS)
+    _serving(settings)  # records the revocation and the new key
+    store.path.write_bytes(backup)
+    with pytest.raises(keys.NoCurrentKey):
+        create_app(settings)
